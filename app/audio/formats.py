@@ -1,0 +1,124 @@
+"""The one format registry: name → how to encode it. `/audio/formats` lists it; set-format validates against it.
+
+Encoders stream (constant memory) through soundfile's bundled libsndfile (LAME, Vorbis, FLAC): no
+system ffmpeg. A format whose encoder is missing from this libsndfile build is dropped at import.
+
+MP3 bitrates: libsndfile picks the bitrate from `compression_level` (0 = the highest the sample
+rate allows, 1 = the lowest) and ignores `bitrate_mode` unless `compression_level` is set. The
+MPEG version follows the sample rate, and with it the ceiling: 64 kbps at 8–12 kHz (MPEG-2.5),
+160 kbps at 16–24 kHz (MPEG-2), 320 kbps at 32–48 kHz (MPEG-1). `mp3_plan()` turns a requested
+bitrate into the bitrate actually used and the level that gives it, so the summary can say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import soundfile as sf
+
+__all__ = ["AudioFormat", "FORMATS", "Mp3Plan", "mp3_plan", "get_format", "UnsupportedFormatError"]
+
+
+class UnsupportedFormatError(ValueError):
+    """A format name that is not in the registry. The message lists the accepted names."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unsupported format {name!r}; accepted: {', '.join(sorted(FORMATS))}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    name: str
+    extension: str
+    description: str
+    lossless: bool
+    sf_format: str
+    sf_subtype: str
+    media_type: str
+    # Typical kilobits per second for 8 kHz mono telephony speech, measured on this machine.
+    typical_kbps_8k_mono: float
+    options: dict[str, str] = field(default_factory=dict)
+
+    def size_per_minute_kb(self, channels: int = 1) -> float:
+        return round(self.typical_kbps_8k_mono * channels * 60 / 8, 1)
+
+
+_ALL = [
+    AudioFormat("mp3", "mp3", "MPEG-1/2 Layer III (LAME); plays everywhere", False, "MP3", "MPEG_LAYER_III",
+                "audio/mpeg", 32.0, {"bitrate": "kbps, e.g. 32k/64k/128k (MP3_BITRATE); capped by the sample rate"}),
+    AudioFormat("wav", "wav", "PCM 16-bit WAV; uncompressed, exact", True, "WAV", "PCM_16", "audio/wav", 128.0),
+    AudioFormat("ogg", "ogg", "Ogg Vorbis; small, open", False, "OGG", "VORBIS", "audio/ogg", 25.0),
+    AudioFormat("flac", "flac", "FLAC; lossless and about half the size of WAV", True, "FLAC", "PCM_16",
+                "audio/flac", 74.0),
+]
+
+
+def _available(fmt: AudioFormat) -> bool:
+    try:
+        return fmt.sf_subtype in sf.available_subtypes(fmt.sf_format)
+    except Exception:  # pragma: no cover - depends on the libsndfile build
+        return False
+
+
+FORMATS: dict[str, AudioFormat] = {f.name: f for f in _ALL if _available(f)}
+
+
+def get_format(name: str) -> AudioFormat:
+    key = (name or "").lower().strip().lstrip(".")
+    if key not in FORMATS:
+        raise UnsupportedFormatError(name)
+    return FORMATS[key]
+
+
+# ------------------------------------------------------------------------------------------ MP3
+
+_MPEG1 = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_MPEG2 = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
+_MPEG25 = (8, 16, 24, 32, 40, 48, 56, 64)
+
+
+@dataclass(frozen=True)
+class Mp3Plan:
+    requested_kbps: int | None
+    used_kbps: int
+    max_kbps: int
+    compression_level: float
+    note: str
+
+
+def _table(rate: int) -> tuple[int, ...]:
+    if rate >= 32000:
+        return _MPEG1
+    if rate >= 16000:
+        return _MPEG2
+    return _MPEG25
+
+
+def mp3_plan(sample_rate: int, requested_kbps: int | None) -> Mp3Plan:
+    """Constant-bitrate plan for libsndfile: the bitrate used and the compression level giving it."""
+    table = _table(sample_rate)
+    lo, hi = table[0], table[-1]
+    want = requested_kbps if requested_kbps else 32
+    used = max([b for b in table if b <= want] or [lo])
+    # libsndfile: kbps = hi - level * (hi - lo), snapped down to a valid bitrate. Aim a hair above.
+    level = 0.0 if used >= hi else max(0.0, (hi - used) / (hi - lo) - 0.001)
+    note = f"{used} kbps CBR"
+    if requested_kbps and used != requested_kbps:
+        note = (f"{used} kbps CBR (MP3_BITRATE asked for {requested_kbps}k; at {sample_rate} Hz MP3 allows at most "
+                f"{hi} kbps — set OUTPUT_SAMPLE_RATE=16000 or more for higher bitrates)")
+    return Mp3Plan(requested_kbps, used, hi, round(level, 4), note)
+
+
+def encoder_kwargs(fmt: AudioFormat, sample_rate: int, mp3_kbps: int | None) -> tuple[dict, str]:
+    """soundfile.SoundFile keyword arguments for this format, and a human note on the settings used."""
+    kwargs: dict = {"format": fmt.sf_format, "subtype": fmt.sf_subtype}
+    if fmt.name == "mp3":
+        plan = mp3_plan(sample_rate, mp3_kbps)
+        kwargs.update(compression_level=plan.compression_level, bitrate_mode="CONSTANT")
+        return kwargs, plan.note
+    if fmt.name == "flac":
+        return kwargs, "lossless FLAC, 16-bit"
+    if fmt.name == "ogg":
+        return kwargs, "Vorbis, default quality (~25 kbps for 8 kHz speech)"
+    return kwargs, "16-bit PCM"

@@ -1,0 +1,60 @@
+"""G.711 μ-law ⇄ 16-bit PCM, with 256/65536-entry numpy tables.
+
+Bit-exact with the old stdlib ``audioop.ulaw2lin``/``lin2ulaw`` (which leaves the standard
+library in Python 3.13). μ-law silence is 0xFF (and 0x7F, "negative zero"); PCM silence is 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ULAW_SILENCE", "decode", "decode_bytes", "encode", "float_to_ulaw"]
+
+ULAW_SILENCE = 0xFF
+
+
+def _decode_table() -> np.ndarray:
+    table = np.zeros(256, np.int16)
+    for i in range(256):
+        u = ~i & 0xFF
+        exponent = (u >> 4) & 7
+        magnitude = (((u & 0x0F) << 3) + 0x84) << exponent
+        table[i] = -(magnitude - 0x84) if u & 0x80 else (magnitude - 0x84)
+    return table
+
+
+def _encode_table() -> np.ndarray:
+    # Index: int16 sample + 32768. Same segment search as audioop.lin2ulaw.
+    seg_end = np.array([0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF, 0x3FFF, 0x7FFF]) >> 2
+    x = np.arange(-32768, 32768, dtype=np.int32) >> 2
+    mask = np.where(x < 0, 0x7F, 0xFF)
+    x = np.minimum(np.abs(x), 8159) + 33
+    seg = np.minimum(np.searchsorted(seg_end, x, side="left"), 8)
+    u = np.where(seg >= 8, 0x7F, (seg << 4) | ((x >> (seg + 1)) & 0xF))
+    return (u ^ mask).astype(np.uint8)
+
+
+_DECODE = _decode_table()
+_ENCODE = _encode_table()
+
+
+def decode(payload: bytes) -> np.ndarray:
+    """μ-law bytes → int16 samples (a new array)."""
+    return _DECODE[np.frombuffer(payload, np.uint8)]
+
+
+def decode_bytes(payload: bytes) -> bytes:
+    """μ-law bytes → little-endian int16 PCM bytes."""
+    return _DECODE[np.frombuffer(payload, np.uint8)].astype("<i2", copy=False).tobytes()
+
+
+def encode(samples: np.ndarray) -> bytes:
+    """int16 samples → μ-law bytes."""
+    idx = np.asarray(samples, dtype=np.int32) + 32768
+    return _ENCODE[idx].tobytes()
+
+
+def float_to_ulaw(samples: np.ndarray) -> bytes:
+    """float samples in [-1, 1] (already at 8 kHz) → μ-law bytes."""
+    x = np.clip(np.round(np.asarray(samples, np.float64) * 32767.0), -32768, 32767)
+    return encode(x.astype(np.int32))

@@ -1,0 +1,140 @@
+"""Settings: the only module that reads the environment, `.env` and `audio_config.env`.
+
+Precedence (highest first): process environment, `.env`, `audio_config.env`, defaults.
+Build one `Settings` at start-up (`Settings.load()`) and pass it down; nothing else reads env.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "parse_bitrate"]
+
+
+def parse_bitrate(value: str | int | None) -> int | None:
+    """'128k' / '128' / 128000 → kbps (int). None/'' → None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value // 1000 if value >= 1000 else value
+    m = re.fullmatch(r"\s*(\d+)\s*(k|kbps|kb/s)?\s*", str(value).lower())
+    if not m:
+        raise ValueError(f"bitrate {value!r} is not a number of kbps like '64k' or '128k'")
+    n = int(m.group(1))
+    return n // 1000 if n >= 1000 and not m.group(2) else n
+
+
+class Settings(BaseSettings):
+    """Every setting, with its default. `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(
+        # Later files win over earlier ones; the process environment wins over both.
+        env_file=("audio_config.env", ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # --- recording (the original keys) ---
+    default_audio_format: str = "mp3"
+    mp3_bitrate: str = "128k"
+    record_conversations: bool = True
+    recordings_directory: Path = Path("responses")
+    recording_channels: Literal[1, 2] = 1
+    output_sample_rate: int = 8000
+    keep_masters: bool = True
+    per_track_files: bool = False
+    per_turn_clips: bool = False
+
+    # --- Twilio side ---
+    public_base_url: str | None = None
+    twilio_auth_token: str | None = None
+    call_mode: Literal["assistant", "listen"] = "assistant"
+    forward_to: str | None = None
+    greeting: Literal["tone", "assistant", "none"] = "assistant"
+
+    # --- management API ---
+    api_key: str | None = None
+
+    # --- limits ---
+    max_ws_message_bytes: int = 64 * 1024
+    max_call_seconds: int = 4 * 3600
+    max_concurrent_calls: int = 200
+    max_body_bytes: int = 64 * 1024
+    reorder_window_ms: int = 2000
+    max_clock_jump_s: int = 600
+
+    # --- assistant (issue 3) ---
+    stt_provider: Literal["local", "openai", "none"] = "local"
+    stt_model_path: str | None = None
+    tts_provider: Literal["local", "espeak", "openai"] = "local"
+    responder: Literal["receptionist", "openai"] = "receptionist"
+    openai_base_url: str = "https://api.openai.com"
+    openai_api_key: str | None = None
+    openai_chat_model: str = "gpt-4o-mini"
+    openai_stt_model: str = "whisper-1"
+    openai_tts_model: str = "tts-1"
+    openai_tts_voice: str = "alloy"
+    business_name: str = "Riverside Office"
+    assistant_name: str = "Jarvis"
+    opening_hours: str = "Monday to Friday, nine in the morning to five in the evening"
+    end_of_turn_ms: int = 700
+    barge_in: bool = True
+
+    # --- misc ---
+    log_level: str = "INFO"
+    finalize_workers: int = 2
+    export_interval_s: float = 5.0
+
+    @field_validator("default_audio_format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        from app.audio.formats import FORMATS
+
+        v = v.lower().strip()
+        if v not in FORMATS:
+            raise ValueError(f"DEFAULT_AUDIO_FORMAT={v!r} is not one of {sorted(FORMATS)}")
+        return v
+
+    @field_validator("mp3_bitrate")
+    @classmethod
+    def _bitrate(cls, v: str) -> str:
+        parse_bitrate(v)
+        return v
+
+    @field_validator("output_sample_rate")
+    @classmethod
+    def _rate(cls, v: int) -> int:
+        allowed = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
+        if v not in allowed:
+            raise ValueError(f"OUTPUT_SAMPLE_RATE={v} is not one of {allowed}")
+        return v
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        v = v.rstrip("/")
+        if not re.match(r"^https?://[^/\s]+$", v):
+            raise ValueError(f"PUBLIC_BASE_URL={v!r} must be an origin like https://calls.example.com")
+        return v
+
+    @model_validator(mode="after")
+    def _listen_needs_target(self) -> "Settings":
+        if self.call_mode == "listen" and not self.forward_to:
+            raise ValueError("CALL_MODE=listen needs FORWARD_TO (the number <Dial> rings)")
+        return self
+
+    @property
+    def mp3_kbps(self) -> int | None:
+        return parse_bitrate(self.mp3_bitrate)
+
+    @classmethod
+    def load(cls, **overrides: object) -> "Settings":
+        return cls(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""create_app(settings) and the lifespan: recovery at start, drain at stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.recording.finalize import ExportOptions
+from app.recording.registry import CallRegistry
+from app.recording.store import CallStore
+from app.web import audio_api, calls_api, errors, health, media_stream, twilio_routes
+from app.web.deps import Services
+from app.web.limits import BodySizeLimit
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("callscribe")
+
+
+def _stream_secret(store: CallStore) -> bytes:
+    """A server secret shared by every worker (kept beside the calls, mode 0600)."""
+    path = store.calls_dir / ".stream-secret"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    except FileExistsError:
+        pass
+    return bytes.fromhex(path.read_text().strip())
+
+
+def export_options(s: Settings) -> ExportOptions:
+    return ExportOptions(default_format=s.default_audio_format, mp3_kbps=s.mp3_kbps, channels=s.recording_channels,
+                         sample_rate=s.output_sample_rate, per_track_files=s.per_track_files,
+                         keep_masters=s.keep_masters)
+
+
+def create_app(settings: Settings | None = None, agent_factory=None) -> FastAPI:
+    settings = settings or Settings.load()
+    store = CallStore(Path(settings.recordings_directory))
+    opts = export_options(settings)
+    registry = CallRegistry(store, opts, max_concurrent=settings.max_concurrent_calls, workers=settings.finalize_workers)
+    if agent_factory is None and settings.greeting == "assistant":
+        agent_factory = _default_agent_factory(settings)
+    services = Services(settings=settings, store=store, registry=registry, opts=opts,
+                        stream_secret=_stream_secret(store), agent_factory=agent_factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not settings.twilio_auth_token:
+            log.warning("TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked, so anyone who can reach "
+                        "this server can post calls and open media streams to it. Set it in production.")
+        if not settings.api_key:
+            log.warning("API_KEY is not set: /calls, downloads and set-format are open to anyone who can reach "
+                        "this server.")
+        loop = asyncio.get_running_loop()
+        recovery = loop.run_in_executor(registry.executor, registry.recover_sync)
+        app.state.recovery = recovery
+        try:
+            yield
+        finally:
+            await registry.drain()
+
+    app = FastAPI(title="Callscribe", version="0.1.0", lifespan=lifespan)
+    app.state.services = services
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for r in (twilio_routes.router, media_stream.router, audio_api.router, calls_api.router, health.router):
+        app.include_router(r)
+    return app
+
+
+def _default_agent_factory(settings: Settings):
+    """The built-in assistant, or None when its parts are not installed (the chime greeting then)."""
+    try:
+        from app.agent.factory import make_agent_factory
+    except ImportError:
+        return None
+    return make_agent_factory(settings)

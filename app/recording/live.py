@@ -1,0 +1,210 @@
+"""LiveCall: one call in progress — protocol events in, recorder and assistant driven, commands out.
+
+It is the `CallIO` the assistant talks to (play / mark / clear / hangup / add_turn) and it owns
+the call's incremental export: every `export_interval_s` the settled part of the conversation
+(before stream time minus the reorder window: nothing there can change any more, since a
+`clear` only removes audio after "now") is encoded on a worker thread, so the files are ready
+moments after hang-up whatever the call's length. A format chosen mid-call replaces the
+exporter, which catches up in the background.
+
+The I/O is injected (`send`, `close`), so this module knows nothing of FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from app.recording.export import ConversationExporter
+from app.recording.finalize import ExportOptions, make_exporter
+from app.recording.recorder import CallRecorder
+from app.recording.store import CallLock, CallStore
+from app.twilio.events import Dtmf, Mark, Media, SendClear, SendMark, SendMedia, Start
+from app.twilio.protocol import serialize
+
+__all__ = ["LiveCall", "tone"]
+
+log = logging.getLogger("callscribe.call")
+
+Send = Callable[[str], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+
+
+def tone(seconds: float = 0.6, freqs: tuple[float, ...] = (440.0, 660.0)) -> bytes:
+    """A short two-note chime as 8 kHz μ-law (the built-in greeting when the assistant is off)."""
+    from app.audio.mulaw import float_to_ulaw
+
+    n = int(seconds * 8000)
+    parts = []
+    for f in freqs:
+        t = np.arange(n // len(freqs)) / 8000
+        env = np.minimum(1, np.minimum(t, t[::-1]) / 0.02)
+        parts.append(0.4 * env * np.sin(2 * np.pi * f * t))
+    return float_to_ulaw(np.concatenate(parts))
+
+
+class LiveCall:
+    def __init__(self, start: Start, *, mode: str, store: CallStore, lock: CallLock, opts: ExportOptions,
+                 executor: Executor, send: Send, close: Close, reorder_window_ms: int = 2000,
+                 max_clock_jump_s: int = 600, max_call_seconds: int = 4 * 3600, export_interval_s: float = 5.0,
+                 wall_clock: Callable[[], float] = time.monotonic) -> None:
+        self.sid = start.call_sid
+        self.stream_sid = start.stream_sid
+        self.mode = mode
+        self.store = store
+        self.lock = lock
+        self.opts = opts
+        self.executor = executor
+        self._send = send
+        self._close = close
+        self.wall_clock = wall_clock
+        self.recorder = CallRecorder(store.call_dir(self.sid, create=True), self.sid,
+                                     reorder_window_ms=reorder_window_ms, max_clock_jump_s=max_clock_jump_s,
+                                     max_samples=max_call_seconds * 8000)
+        self.max_call_seconds = max_call_seconds
+        self.export_interval_s = export_interval_s
+        self.agent: Any = None
+        self.ended = False
+        self.end_reason: str | None = None
+        self._last_frame_wall = wall_clock()
+        self._exporter: ConversationExporter | None = None
+        self._format_mtime = store.format_mtime(self.sid)
+        self._export_busy: asyncio.Future | None = None
+        self._export_task: asyncio.Task | None = None
+        self._marks_pending: list[str] = []
+        self.warnings: dict[str, int] = {}
+        self.recorder.event("start", call_sid=self.sid, stream_sid=self.stream_sid, account_sid=start.account_sid,
+                            mode=mode, tracks=list(start.tracks),
+                            params=sorted(k for k in start.custom_parameters if k != "token"))
+
+    # ------------------------------------------------------------------ lifecycle
+    def begin(self) -> None:
+        """Start background work (the incremental exporter)."""
+        try:
+            self._exporter = make_exporter(self.store, self.sid, self.opts)
+        except Exception as exc:
+            log.error("call %s: cannot open the exporter (%s); will export at hang-up", self.sid, type(exc).__name__)
+        if self.export_interval_s > 0:
+            self._export_task = asyncio.get_running_loop().create_task(self._export_loop())
+
+    async def _export_loop(self) -> None:
+        while not self.ended:
+            await asyncio.sleep(self.export_interval_s)
+            if self.ended:
+                break
+            await self._advance_export()
+
+    async def _advance_export(self) -> None:
+        loop = asyncio.get_running_loop()
+        mtime = self.store.format_mtime(self.sid)
+        if mtime != self._format_mtime:
+            self._format_mtime = mtime
+            old, self._exporter = self._exporter, None
+            if old is not None:
+                await loop.run_in_executor(self.executor, old.abort)
+            try:
+                self._exporter = await loop.run_in_executor(self.executor, make_exporter, self.store, self.sid, self.opts)
+            except Exception as exc:
+                log.error("call %s: cannot open the exporter (%s)", self.sid, type(exc).__name__)
+                return
+        exporter = self._exporter
+        settled = self.recorder.stream_samples - self.recorder.clock.window
+        if exporter is None or settled <= exporter.done:
+            return
+        self._export_busy = loop.run_in_executor(self.executor, exporter.advance, settled)
+        try:
+            await self._export_busy
+        except Exception as exc:
+            log.error("call %s: incremental export failed (%s); will retry at hang-up", self.sid, type(exc).__name__)
+            self._exporter = None
+            await loop.run_in_executor(self.executor, exporter.abort)
+        finally:
+            self._export_busy = None
+
+    async def stop_background(self) -> tuple[ConversationExporter | None, int]:
+        """Called once at the end: stop the assistant and the export loop; close the masters."""
+        self.ended = True
+        if self.agent is not None:
+            try:
+                await self.agent.aclose()
+            except Exception:
+                log.exception("call %s: assistant did not close cleanly", self.sid)
+        if self._export_task is not None:
+            self._export_task.cancel()
+            try:
+                await self._export_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._export_busy is not None:
+            try:
+                await self._export_busy
+            except Exception:
+                self._exporter = None
+        total = self.recorder.close(self.end_reason or "ended")
+        return self._exporter, total
+
+    # ------------------------------------------------------------------ Twilio → us
+    def on_media(self, ev: Media) -> None:
+        self._last_frame_wall = self.wall_clock()
+        for track, start, pcm in self.recorder.on_media(ev.track, ev.timestamp, ev.payload):
+            if track == "inbound" and self.agent is not None:
+                self.agent.feed_caller_audio(np.frombuffer(pcm, "<i2"), start)
+        if self.recorder.stream_samples >= self.max_call_seconds * 8000 and not self.ended:
+            self.end_reason = "longest call reached"
+
+    def on_dtmf(self, ev: Dtmf) -> None:
+        self.recorder.event("dtmf", digit=ev.digit, at_ms=self.stream_time_ms())
+        if self.agent is not None and hasattr(self.agent, "on_dtmf"):
+            self.agent.on_dtmf(ev.digit)
+
+    def on_mark(self, ev: Mark) -> None:
+        self.recorder.event("mark", name=ev.name, at_ms=self.stream_time_ms())
+        if self.agent is not None:
+            self.agent.on_mark(ev.name)
+
+    def warn(self, kind: str, message: str) -> bool:
+        """Count a skipped bad message; True the first time a kind is seen (log it then)."""
+        first = kind not in self.warnings
+        self.warnings[kind] = self.warnings.get(kind, 0) + 1
+        if first:
+            self.recorder.event("warning", kind=kind, message=message)
+        return first
+
+    # ------------------------------------------------------------------ CallIO (the assistant's side)
+    def stream_time_ms(self) -> float:
+        """Stream clock: the end of the latest caller frame, extrapolated by at most 20 ms of wall time."""
+        since = min(0.02, max(0.0, self.wall_clock() - self._last_frame_wall))
+        return self.recorder.stream_samples / 8 + since * 1000
+
+    async def play(self, ulaw: bytes) -> None:
+        if self.ended or self.mode != "assistant":
+            return
+        self.recorder.play(ulaw, int(self.stream_time_ms() * 8))
+        await self._send(serialize(SendMedia(ulaw), self.stream_sid))
+
+    async def mark(self, name: str) -> None:
+        if self.ended or self.mode != "assistant":
+            return
+        await self._send(serialize(SendMark(name), self.stream_sid))
+
+    async def clear(self) -> None:
+        if self.ended or self.mode != "assistant":
+            return
+        self.recorder.clear(int(self.stream_time_ms() * 8))
+        await self._send(serialize(SendClear(), self.stream_sid))
+
+    async def hangup(self) -> None:
+        if self.ended:
+            return
+        self.end_reason = "assistant hung up"
+        await self._close(1000, "call ended by the assistant")
+
+    def add_turn(self, role: str, text: str, start_ms: float, end_ms: float, interrupted: bool = False,
+                 **extra: Any) -> None:
+        self.recorder.add_turn(role, text, start_ms, end_ms, interrupted, **extra)

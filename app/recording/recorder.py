@@ -1,0 +1,176 @@
+"""CallRecorder: two aligned tracks on the stream clock, masters on disk, the journal.
+
+Tracks: `inbound` (the caller, placed by `media.timestamp`) and `outbound` (in assistant mode our
+own voice, rebuilt from what we send; in listen mode the other party, placed by its timestamps).
+
+The assistant's track (bidirectional streams). Twilio never echoes our audio back. It queues what
+we send and plays it in real time, so a chunk sent at stream time `now` starts playing at
+`max(end of what is already queued, now)`; that is where it is written. A `clear` at `now`
+(barge-in) silences everything placed after `now`: the recording holds what the caller heard.
+
+Faults: an OSError writing a master (disk full, I/O error) is logged once per call and track,
+counted, and the call goes on; what was written stays. Nothing here blocks for long: a frame is
+a table lookup and one `pwrite`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.audio import mulaw
+from app.recording.journal import Journal
+from app.recording.timeline import HoleTracker, StreamClock
+from app.recording.track import MasterTrack
+
+__all__ = ["CallRecorder", "TrackStats"]
+
+log = logging.getLogger("callscribe.recorder")
+TRACKS = ("inbound", "outbound")
+
+
+@dataclass
+class TrackStats:
+    frames: int = 0
+    samples: int = 0
+    dropped_duplicate: int = 0
+    write_errors: int = 0
+
+
+@dataclass
+class CallRecorder:
+    call_dir: Path
+    call_sid: str
+    reorder_window_ms: int = 2000
+    max_clock_jump_s: int = 600
+    max_samples: int = 4 * 3600 * 8000
+    stats: dict[str, TrackStats] = field(default_factory=lambda: {t: TrackStats() for t in TRACKS})
+
+    def __post_init__(self) -> None:
+        self.call_dir = Path(self.call_dir)
+        self.call_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(self.call_dir / "journal.jsonl")
+        self.tracks = {t: MasterTrack(self.call_dir / f"{t}.wav") for t in TRACKS}
+        window = self.reorder_window_ms * 8
+        self.clock = StreamClock(window=window, max_jump=self.max_clock_jump_s * 8000)
+        self.holes = {t: HoleTracker(window) for t in TRACKS}
+        self.queue_end = 0  # end of the assistant audio queued at Twilio (samples)
+        self.cut_samples = 0
+        self.clears = 0
+        self._failed: set[str] = set()
+        self.closed = False
+        # A recovered or restarted call continues after what is already on disk.
+        self.clock.frontier = max(t.end for t in self.tracks.values())
+        for t in TRACKS:
+            self.holes[t].end = self.tracks[t].end
+
+    # ------------------------------------------------------------------ time
+    @property
+    def stream_samples(self) -> int:
+        """The stream clock now: the furthest sample Twilio's frames have reached."""
+        return self.clock.frontier
+
+    def stream_ms(self) -> float:
+        return self.clock.frontier / 8
+
+    # ------------------------------------------------------------------ Twilio's audio
+    def on_media(self, track: str, timestamp_ms: int, payload: bytes) -> list[tuple[str, int, bytes]]:
+        """Place one μ-law frame from Twilio at its timestamp. Returns what was placed (PCM16)."""
+        placed = self.clock.map(track, timestamp_ms, mulaw.decode_bytes(payload))
+        for tr, start, data in placed:
+            self._place(tr, start, data)
+        return placed
+
+    def _place(self, track: str, start: int, pcm: bytes) -> None:
+        st = self.stats[track]
+        st.frames += 1
+        n = len(pcm) // 2
+        if start + n > self.max_samples:
+            return
+        ranges = self.holes[track].accept(start, n)
+        if not ranges:
+            st.dropped_duplicate += 1
+        for a, b in ranges:
+            self._write(track, a, pcm[2 * (a - start): 2 * (b - start)])
+
+    def _write(self, track: str, start: int, pcm: bytes) -> None:
+        if track in self._failed:
+            self.stats[track].write_errors += 1
+            return
+        try:
+            self.tracks[track].write(start, pcm)
+        except OSError as exc:
+            self._failed.add(track)
+            self.stats[track].write_errors += 1
+            log.error("call %s: writing the %s master failed (%s); keeping what was written",
+                      self.call_sid, track, exc.strerror or exc)
+            try:
+                self.journal.append("error", what=f"{track} master write failed", detail=str(exc.strerror or exc))
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ our audio
+    def play(self, payload: bytes, now: int | None = None) -> tuple[int, int]:
+        """Place μ-law we send to Twilio at its playback time. Returns [start, end) in samples."""
+        now = self.stream_samples if now is None else now
+        start = max(self.queue_end, now)
+        pcm = mulaw.decode_bytes(payload)
+        end = start + len(pcm) // 2
+        if end <= self.max_samples:
+            self._write("outbound", start, pcm)
+        self.queue_end = end
+        self.stats["outbound"].frames += 1
+        return start, end
+
+    def clear(self, now: int | None = None) -> int:
+        """The caller barged in at `now`: drop what was queued after it. Returns samples cut."""
+        now = self.stream_samples if now is None else now
+        cut = max(0, self.queue_end - now)
+        if cut:
+            try:
+                self.tracks["outbound"].silence(now, self.queue_end)
+            except OSError as exc:
+                log.error("call %s: cutting the outbound master failed (%s)", self.call_sid, exc)
+        self.queue_end = min(self.queue_end, now)
+        self.clears += 1
+        self.cut_samples += cut
+        self.journal.append("clear", at_ms=now / 8, cut_ms=cut / 8)
+        return cut
+
+    def playing(self, now: int | None = None) -> bool:
+        now = self.stream_samples if now is None else now
+        return self.queue_end > now
+
+    # ------------------------------------------------------------------ events
+    def event(self, kind: str, **data: Any) -> None:
+        try:
+            self.journal.append(kind, **data)
+        except OSError as exc:
+            log.error("call %s: journal write failed (%s)", self.call_sid, exc)
+
+    def add_turn(self, role: str, text: str, start_ms: float, end_ms: float, interrupted: bool = False,
+                 **extra: Any) -> None:
+        self.event("turn", role=role, text=text, start_ms=round(start_ms, 1), end_ms=round(end_ms, 1),
+                   interrupted=interrupted, **extra)
+
+    # ------------------------------------------------------------------ end
+    def close(self, reason: str) -> int:
+        """Stop recording; patch WAV headers. Returns the call length in samples."""
+        if self.closed:
+            return max(t.end for t in self.tracks.values())
+        self.closed = True
+        end = max(self.clock.frontier, self.queue_end, *(t.end for t in self.tracks.values()))
+        for t in self.tracks.values():
+            try:
+                t.extend_to(end)
+                t.close()
+            except OSError as exc:
+                log.error("call %s: closing a master failed (%s)", self.call_sid, exc)
+        self.event("stop", reason=reason, samples=end, clock_discontinuities=self.clock.discontinuities,
+                   dropped_frames=self.clock.dropped + sum(s.dropped_duplicate for s in self.stats.values()),
+                   closed_at=time.time())
+        self.journal.close()
+        return end

@@ -1,0 +1,133 @@
+"""CallRegistry: the live calls of this process, their finalisation tasks, recovery and drain.
+
+Created in the app's lifespan. Holds a reference to every task it starts. At start-up it
+finalises calls a crash left unfinished (those whose lock no live process holds); at shutdown
+it ends every live call and waits for their files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from app.recording.finalize import ExportOptions, finalize_call
+from app.recording.live import LiveCall
+from app.recording.store import CallStore
+
+__all__ = ["CallRegistry", "CallRefused"]
+
+log = logging.getLogger("callscribe.registry")
+
+
+class CallRefused(Exception):
+    """A stream that cannot start; `close_code` and the message go back to Twilio."""
+
+    def __init__(self, message: str, close_code: int = 1008) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class CallRegistry:
+    def __init__(self, store: CallStore, opts: ExportOptions, *, max_concurrent: int = 200, workers: int = 2) -> None:
+        self.store = store
+        self.opts = opts
+        self.max_concurrent = max_concurrent
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="callscribe-export")
+        self.live: dict[str, LiveCall] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.finalized_count = 0
+        self.recovered_count = 0
+        self.refused_count = 0
+        self.last_finalize_seconds: float | None = None
+
+    # ------------------------------------------------------------------ admission
+    def admit(self, sid: str):
+        """Check a new stream may start; returns the call's lock. Raises CallRefused."""
+        if len(self.live) >= self.max_concurrent:
+            self.refused_count += 1
+            raise CallRefused(f"busy: {self.max_concurrent} calls in progress (MAX_CONCURRENT_CALLS)", 1013)
+        if sid in self.live:
+            self.refused_count += 1
+            raise CallRefused("a stream for this call is already open", 1008)
+        if self.store.is_finalized(sid):
+            self.refused_count += 1
+            raise CallRefused("this call has already been recorded and finalised", 1008)
+        lock = self.store.lock(sid)
+        if lock is None:
+            self.refused_count += 1
+            raise CallRefused("this call is being recorded by another worker", 1008)
+        return lock
+
+    def add(self, call: LiveCall) -> None:
+        self.live[call.sid] = call
+        call.begin()
+
+    # ------------------------------------------------------------------ ending
+    async def finish(self, call: LiveCall, reason: str) -> dict[str, Any] | None:
+        """End a live call and finalise it off the event loop. Safe to call twice."""
+        if self.live.get(call.sid) is not call:
+            return None
+        del self.live[call.sid]
+        call.end_reason = call.end_reason or reason
+        try:
+            exporter, total = await call.stop_background()
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self.executor, lambda: finalize_call(self.store, call.sid, self.opts, exporter=exporter, total=total,
+                                                     end_reason=call.end_reason))
+            self.finalized_count += 1
+            self.last_finalize_seconds = result["stats"]["finalize_seconds"]
+            return result
+        except Exception:
+            log.exception("call %s: finalisation failed; masters and journal kept for recovery", call.sid)
+            return None
+        finally:
+            call.lock.release()
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ start-up and shutdown
+    def recover_sync(self) -> list[str]:
+        """Finalise every unfinished call no live process holds. Blocking; run it in a thread."""
+        done = []
+        for sid in self.store.unfinished():
+            lock = self.store.lock(sid)
+            if lock is None:
+                continue  # another worker is recording it
+            try:
+                if self.store.is_finalized(sid):
+                    continue
+                log.warning("call %s was not finalised (server stopped mid-call); recovering it", sid)
+                finalize_call(self.store, sid, self.opts, recovered=True)
+                self.recovered_count += 1
+                done.append(sid)
+            except Exception:
+                log.exception("call %s: recovery failed; masters and journal kept", sid)
+            finally:
+                lock.release()
+        return done
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Finalise every live call (server shutdown), then wait for pending finalisations."""
+        calls = list(self.live.values())
+        if calls:
+            log.info("shutdown: finalising %d live call(s)", len(calls))
+        for call in calls:
+            try:
+                await call._close(1001, "server shutting down")
+            except Exception:
+                pass
+        pending = [asyncio.create_task(self.finish(c, "server shutdown")) for c in calls] + list(self.tasks)
+        if pending:
+            done, not_done = await asyncio.wait(pending, timeout=timeout)
+            for t in not_done:
+                log.error("shutdown: a finalisation did not finish in %.0f s; the call will be recovered at next start",
+                          timeout)
+                t.cancel()
+        self.executor.shutdown(wait=True)

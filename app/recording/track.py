@@ -1,0 +1,113 @@
+"""One track of a call as a 16-bit PCM WAV master on disk, written by sample position.
+
+Why positioned writes: Twilio's `media.timestamp` says where each frame belongs. Writing the PCM
+at byte `44 + 2 × sample` puts every frame in its place whatever the arrival order, and a hole
+(frames Twilio never sent) is left as a sparse run of zero bytes, which is PCM silence (μ-law
+silence would be 0xFF, which is why masters are PCM, not μ-law). Nothing is buffered in Python:
+a frame costs one `pwrite` to the page cache, so a `kill -9` loses nothing already written, and
+memory stays flat whatever the call's length. A jump of minutes allocates neither memory nor disk
+(the file is sparse); the reader fills the hole with zeros block by block.
+
+The header is written with data size 0 and patched at close; `repair_header()` fixes it after a
+crash from the file's length (libsndfile reads size-0 WAVs, the stdlib `wave` does not).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MasterTrack", "HEADER_BYTES", "repair_header", "read_block", "track_samples"]
+
+HEADER_BYTES = 44
+RATE = 8000
+_ZERO_CHUNK = bytes(64 * 1024)
+
+
+def _header(data_bytes: int) -> bytes:
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + data_bytes if data_bytes else 0, b"WAVE", b"fmt ", 16, 1, 1, RATE, RATE * 2, 2, 16,
+        b"data", data_bytes,
+    )
+
+
+class MasterTrack:
+    """Append-anywhere PCM16 mono 8 kHz WAV file. Not thread-safe; one writer per track."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        exists = self.path.exists()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        if not exists or os.fstat(self._fd).st_size < HEADER_BYTES:
+            os.pwrite(self._fd, _header(0), 0)
+        self.end = max(0, (os.fstat(self._fd).st_size - HEADER_BYTES) // 2)  # samples
+
+    def write(self, sample: int, pcm: bytes) -> None:
+        """Write little-endian int16 `pcm` starting at `sample`. May raise OSError (e.g. ENOSPC)."""
+        os.pwrite(self._fd, pcm, HEADER_BYTES + 2 * sample)
+        end = sample + len(pcm) // 2
+        if end > self.end:
+            self.end = end
+
+    def silence(self, start: int, stop: int) -> None:
+        """Zero samples [start, stop). At the end of the file this truncates instead."""
+        stop = min(stop, self.end)
+        if stop <= start:
+            return
+        if stop >= self.end:
+            os.ftruncate(self._fd, HEADER_BYTES + 2 * start)
+            self.end = start
+            return
+        pos = HEADER_BYTES + 2 * start
+        remaining = 2 * (stop - start)
+        while remaining:
+            n = min(remaining, len(_ZERO_CHUNK))
+            os.pwrite(self._fd, _ZERO_CHUNK[:n], pos)
+            pos += n
+            remaining -= n
+
+    def extend_to(self, samples: int) -> None:
+        """Make the track at least `samples` long (trailing silence, sparse)."""
+        if samples > self.end:
+            os.ftruncate(self._fd, HEADER_BYTES + 2 * samples)
+            self.end = samples
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            os.pwrite(self._fd, _header(2 * self.end), 0)
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def track_samples(path: Path) -> int:
+    try:
+        return max(0, (path.stat().st_size - HEADER_BYTES) // 2)
+    except FileNotFoundError:
+        return 0
+
+
+def repair_header(path: Path) -> int:
+    """Patch the RIFF/data sizes from the file length (after a crash). Returns samples."""
+    n = track_samples(path)
+    if path.exists():
+        with open(path, "r+b") as f:
+            f.write(_header(2 * n))
+    return n
+
+
+def read_block(fd: int, start: int, count: int) -> np.ndarray:
+    """Samples [start, start+count) of an open master; past the end reads as silence."""
+    raw = os.pread(fd, 2 * count, HEADER_BYTES + 2 * start)
+    out = np.zeros(count, np.int16)
+    if raw:
+        n = len(raw) // 2
+        out[:n] = np.frombuffer(raw[: 2 * n], "<i2")
+    return out

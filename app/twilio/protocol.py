@@ -1,0 +1,252 @@
+"""Media Streams protocol: parse Twilio's text frames into events, serialise our commands.
+
+Theory of operation
+-------------------
+One WebSocket carries one stream. Twilio sends, in order::
+
+    connected → start → (media | dtmf | mark)* → stop
+
+`StreamProtocol.receive(text)` parses one text frame and checks it against that order with a
+transition table (`_TRANSITIONS`). Two kinds of failure, as Twilio's own warnings 31950/31951
+justify:
+
+* `ProtocolError(fatal=True)` — the stream cannot go on (not JSON at all before `start`, a
+  second `start`, media before `start`, a `streamSid` that is not this stream's). The shell
+  closes the socket with `close_code` and the message as reason.
+* `ProtocolWarning` — one bad message in a good stream (a payload that is not base64, an
+  unknown event, a wrongly typed field). The shell logs it once per kind and goes on, so a
+  single corrupt frame never costs the rest of the call.
+
+Field rules (from captures): numbers are JSON strings except `sampleRate`/`channels`;
+`connected` has no `sequenceNumber`/`streamSid`; key order is not a contract.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import re
+from typing import Any
+
+from app.twilio.events import (
+    Command, Connected, Dtmf, Event, Mark, Media, SendClear, SendMark, SendMedia, Start, Stop,
+)
+
+__all__ = ["StreamState", "ProtocolError", "ProtocolWarning", "StreamProtocol", "serialize",
+           "CALL_SID_RE", "STREAM_SID_RE", "ACCOUNT_SID_RE"]
+
+CALL_SID_RE = re.compile(r"^CA[0-9a-f]{32}$")
+STREAM_SID_RE = re.compile(r"^MZ[0-9a-f]{32}$")
+ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-f]{32}$")
+
+# WebSocket close codes used for protocol failures (RFC 6455 §7.4.1).
+CLOSE_PROTOCOL = 1002
+CLOSE_UNSUPPORTED = 1003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+MAX_MEDIA_PAYLOAD = 8000  # bytes of μ-law (1 s); Twilio sends 160. Larger is refused as hostile.
+
+
+class StreamState(enum.Enum):
+    AWAIT_CONNECTED = "awaiting connected"
+    AWAIT_START = "awaiting start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+# Rule: which events each state accepts, and the state each one leads to.
+_TRANSITIONS: dict[StreamState, dict[str, StreamState]] = {
+    StreamState.AWAIT_CONNECTED: {"connected": StreamState.AWAIT_START, "start": StreamState.STREAMING},
+    StreamState.AWAIT_START: {"start": StreamState.STREAMING},
+    StreamState.STREAMING: {
+        "media": StreamState.STREAMING, "dtmf": StreamState.STREAMING,
+        "mark": StreamState.STREAMING, "stop": StreamState.STOPPED,
+    },
+    StreamState.STOPPED: {},
+}
+_KNOWN = {"connected", "start", "media", "dtmf", "mark", "stop"}
+
+
+class ProtocolError(Exception):
+    """A message that ends the stream. `close_code` is the WebSocket close code to use."""
+
+    def __init__(self, message: str, close_code: int = CLOSE_PROTOCOL) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class ProtocolWarning(Exception):
+    """A bad message that is skipped; the stream goes on. `kind` groups warnings for logging."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _int(obj: dict[str, Any], key: str, where: str) -> int:
+    v = obj.get(key)
+    if isinstance(v, bool) or v is None:
+        raise ProtocolWarning(f"{where}.{key} missing or not a number", "field")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and v.isdigit() and len(v) < 16:
+        return int(v)
+    raise ProtocolWarning(f"{where}.{key}={v!r} is not a non-negative integer", "field")
+
+
+def _str(obj: dict[str, Any], key: str, where: str) -> str:
+    v = obj.get(key)
+    if not isinstance(v, str):
+        raise ProtocolWarning(f"{where}.{key} missing or not a string", "field")
+    return v
+
+
+class StreamProtocol:
+    """Parser + state machine for one Media Stream. No I/O."""
+
+    def __init__(self) -> None:
+        self.state = StreamState.AWAIT_CONNECTED
+        self.stream_sid: str | None = None
+        self.last_sequence = 0
+
+    def receive(self, text: str | bytes) -> Event:
+        """Parse one frame. Raises ProtocolError (fatal) or ProtocolWarning (skip it)."""
+        if isinstance(text, (bytes, bytearray)):
+            raise ProtocolWarning("binary frame: Media Streams messages are JSON text frames", "binary")
+        try:
+            msg = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ProtocolWarning("message is not JSON", "json") from None
+        if not isinstance(msg, dict):
+            raise ProtocolWarning("message is not a JSON object", "json")
+        event = msg.get("event")
+        if event not in _KNOWN:
+            raise ProtocolWarning(f"unknown event {str(event)[:40]!r}", "event")
+        allowed = _TRANSITIONS[self.state]
+        if event not in allowed:
+            expected = " or ".join(sorted(allowed)) or "nothing (stream stopped)"
+            fatal = event == "start" or self.state in (StreamState.AWAIT_CONNECTED, StreamState.AWAIT_START)
+            text_ = f"expected {expected} but got {event} while {self.state.value}"
+            if fatal:
+                raise ProtocolError(text_, CLOSE_PROTOCOL)
+            raise ProtocolWarning(text_, "order")
+        if event != "connected":
+            sid = msg.get("streamSid")
+            if self.stream_sid is not None and sid != self.stream_sid:
+                raise ProtocolError(f"streamSid {str(sid)[:40]!r} is not this stream's", CLOSE_POLICY)
+        parsed = getattr(self, f"_parse_{event}")(msg)
+        self.state = allowed[event]
+        seq = getattr(parsed, "sequence_number", None)
+        if seq is not None:
+            self.last_sequence = seq
+        return parsed
+
+    # ---------------------------------------------------------------- per event
+
+    def _parse_connected(self, msg: dict[str, Any]) -> Connected:
+        return Connected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))
+
+    def _parse_start(self, msg: dict[str, Any]) -> Start:
+        body = msg.get("start")
+        if not isinstance(body, dict):
+            raise ProtocolError("start message has no start object", CLOSE_PROTOCOL)
+        try:
+            call_sid = _str(body, "callSid", "start")
+            stream_sid = _str(body, "streamSid", "start")
+            account_sid = _str(body, "accountSid", "start")
+            seq = _int(msg, "sequenceNumber", "start")
+        except ProtocolWarning as w:
+            raise ProtocolError(str(w), CLOSE_PROTOCOL) from None
+        if not CALL_SID_RE.match(call_sid):
+            raise ProtocolError("start.callSid is not CA followed by 32 hex digits", CLOSE_POLICY)
+        if not stream_sid or len(stream_sid) > 64:
+            raise ProtocolError("start.streamSid is empty or longer than 64 characters", CLOSE_POLICY)
+        tracks = body.get("tracks", ["inbound"])
+        if not isinstance(tracks, list) or not tracks or not all(t in ("inbound", "outbound") for t in tracks):
+            raise ProtocolError("start.tracks must be a list of 'inbound'/'outbound'", CLOSE_PROTOCOL)
+        fmt = body.get("mediaFormat") or {}
+        if not isinstance(fmt, dict):
+            raise ProtocolError("start.mediaFormat is not an object", CLOSE_PROTOCOL)
+        encoding = fmt.get("encoding", "audio/x-mulaw")
+        rate = fmt.get("sampleRate", 8000)
+        channels = fmt.get("channels", 1)
+        if encoding != "audio/x-mulaw" or rate != 8000 or channels != 1:
+            raise ProtocolError(
+                f"unsupported mediaFormat {encoding}/{rate}/{channels}: only audio/x-mulaw 8000 Hz mono",
+                CLOSE_UNSUPPORTED,
+            )
+        params = body.get("customParameters") or {}
+        if not isinstance(params, dict):
+            raise ProtocolError("start.customParameters is not an object", CLOSE_PROTOCOL)
+        params = {str(k)[:200]: str(v)[:500] for k, v in list(params.items())[:50]}
+        top_sid = msg.get("streamSid", stream_sid)
+        if top_sid != stream_sid:
+            raise ProtocolError("streamSid differs from start.streamSid", CLOSE_POLICY)
+        self.stream_sid = stream_sid
+        return Start(seq, stream_sid, account_sid, call_sid, tuple(tracks), params)
+
+    def _parse_media(self, msg: dict[str, Any]) -> Media:
+        body = msg.get("media")
+        if not isinstance(body, dict):
+            raise ProtocolWarning("media message has no media object", "field")
+        track = body.get("track", "inbound")
+        if track not in ("inbound", "outbound"):
+            raise ProtocolWarning(f"media.track {str(track)[:20]!r} is not inbound/outbound", "field")
+        payload_b64 = body.get("payload")
+        if not isinstance(payload_b64, str):
+            raise ProtocolWarning("media.payload missing or not a string", "field")
+        if len(payload_b64) > (MAX_MEDIA_PAYLOAD * 4) // 3 + 4:
+            raise ProtocolWarning("media.payload larger than 1 s of audio", "payload")
+        try:
+            payload = base64.b64decode(payload_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolWarning("media.payload is not base64", "payload") from None
+        if not payload:
+            raise ProtocolWarning("media.payload is empty", "payload")
+        return Media(
+            sequence_number=_int(msg, "sequenceNumber", "media"),
+            track=track,
+            chunk=_int(body, "chunk", "media"),
+            timestamp=_int(body, "timestamp", "media"),
+            payload=payload,
+        )
+
+    def _parse_dtmf(self, msg: dict[str, Any]) -> Dtmf:
+        body = msg.get("dtmf")
+        if not isinstance(body, dict):
+            raise ProtocolWarning("dtmf message has no dtmf object", "field")
+        digit = _str(body, "digit", "dtmf")
+        if not re.fullmatch(r"[0-9*#A-Da-dw]", digit):
+            raise ProtocolWarning("dtmf.digit is not one key", "field")
+        return Dtmf(_int(msg, "sequenceNumber", "dtmf"), digit, str(body.get("track", "inbound_track")))
+
+    def _parse_mark(self, msg: dict[str, Any]) -> Mark:
+        body = msg.get("mark")
+        if not isinstance(body, dict):
+            raise ProtocolWarning("mark message has no mark object", "field")
+        return Mark(_int(msg, "sequenceNumber", "mark"), _str(body, "name", "mark")[:200])
+
+    def _parse_stop(self, msg: dict[str, Any]) -> Stop:
+        body = msg.get("stop") if isinstance(msg.get("stop"), dict) else {}
+        seq = msg.get("sequenceNumber")
+        return Stop(
+            int(seq) if isinstance(seq, str) and seq.isdigit() else self.last_sequence + 1,
+            str(body.get("accountSid", "")),
+            str(body.get("callSid", "")),
+        )
+
+
+def serialize(command: Command, stream_sid: str) -> str:
+    """Our command → the JSON text frame Twilio expects."""
+    if isinstance(command, SendMedia):
+        payload = base64.b64encode(command.payload).decode("ascii")
+        return '{"event":"media","streamSid":"%s","media":{"payload":"%s"}}' % (stream_sid, payload)
+    if isinstance(command, SendMark):
+        return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": command.name}},
+                          separators=(",", ":"))
+    if isinstance(command, SendClear):
+        return '{"event":"clear","streamSid":"%s"}' % stream_sid
+    raise TypeError(f"not a command: {command!r}")

@@ -1,0 +1,57 @@
+"""One place that maps errors to HTTP statuses and JSON bodies: {"error": message, ...hints}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.audio.formats import FORMATS, UnsupportedFormatError
+from app.recording.store import CallNotFound, InvalidCallSid
+
+__all__ = ["ApiError", "install"]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+def _json(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        resp = _json(exc.status, str(exc), **exc.extra)
+        if headers:
+            resp.headers.update(headers)
+        return resp
+
+    @app.exception_handler(InvalidCallSid)
+    async def _sid(_: Request, exc: InvalidCallSid) -> JSONResponse:
+        return _json(400, str(exc))
+
+    @app.exception_handler(UnsupportedFormatError)
+    async def _fmt(_: Request, exc: UnsupportedFormatError) -> JSONResponse:
+        return _json(422, str(exc), accepted=sorted(FORMATS))
+
+    @app.exception_handler(CallNotFound)
+    async def _nf(_: Request, exc: CallNotFound) -> JSONResponse:
+        return _json(404, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _val(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+        return _json(422, "invalid request: " + "; ".join(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _json(exc.status_code, str(exc.detail))

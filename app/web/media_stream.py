@@ -1,0 +1,195 @@
+"""WS /media-stream: accept → iterate → dispatch → finally finish. No audio math, no JSON here.
+
+Bad input on this socket is answered on this socket only: a bad message is skipped with one
+log line per kind (as Twilio's 31950/31951 warnings do); a stream that cannot go on is closed
+with a code and a reason. Either way the call's recording is finalised, and other calls never
+notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from app.recording.live import LiveCall, tone
+from app.recording.registry import CallRefused
+from app.twilio.events import Connected, Dtmf, Mark, Media, Start, Stop
+from app.twilio.protocol import ProtocolError, ProtocolWarning, StreamProtocol
+from app.twilio.signature import validate
+from app.web.deps import Services
+from app.web.twilio_routes import stream_token
+
+router = APIRouter()
+log = logging.getLogger("callscribe.stream")
+
+MAX_WARNINGS = 200  # invalid messages tolerated on one stream before it is closed as hostile
+
+
+def _handshake_url(services: Services, ws: WebSocket) -> str:
+    base = services.settings.public_base_url
+    if base:
+        return "wss" + base[base.index("://"):] + ws.url.path
+    return str(ws.url).split("?")[0]
+
+
+@router.websocket("/media-stream")
+async def media_stream(ws: WebSocket) -> None:
+    services: Services = ws.app.state.services
+    settings = services.settings
+    if settings.twilio_auth_token:
+        sig = ws.headers.get("x-twilio-signature", "")
+        if "?" in str(ws.url) or not validate(_handshake_url(services, ws), {}, sig, settings.twilio_auth_token):
+            log.warning("refused a media-stream handshake: missing or wrong x-twilio-signature")
+            await ws.close(code=1008)  # before accept: the upgrade is answered 403
+            return
+    await ws.accept()
+    shell = _StreamShell(ws, services)
+    try:
+        await shell.run()
+    finally:
+        if shell.call is not None:
+            # Finalise even if this handler is being cancelled (server shutdown).
+            task = services.registry.spawn(services.registry.finish(shell.call, shell.reason))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                pass
+
+
+class _StreamShell:
+    def __init__(self, ws: WebSocket, services: Services) -> None:
+        self.ws = ws
+        self.services = services
+        self.proto = StreamProtocol()
+        self.call: LiveCall | None = None
+        self.reason = "caller disconnected without stop"
+        self.warnings = 0
+        self._closed = False
+
+    async def send(self, text: str) -> None:
+        if not self._closed and self.ws.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.ws.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self._closed = True
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.ws.close(code=code, reason=reason[:120])
+        except (RuntimeError, OSError):
+            pass
+
+    async def run(self) -> None:
+        limit = self.services.settings.max_ws_message_bytes
+        while True:
+            try:
+                msg = await self.ws.receive()
+            except (RuntimeError, WebSocketDisconnect):
+                return
+            if msg["type"] == "websocket.disconnect":
+                if self.call is not None and self.call.end_reason:
+                    self.reason = self.call.end_reason
+                return
+            data = msg.get("text")
+            if data is None:
+                data = msg.get("bytes") or b""
+            if len(data) > limit:
+                self.reason = "message too large"
+                await self.close(1009, f"message of {len(data)} bytes exceeds MAX_WS_MESSAGE_BYTES={limit}")
+                return
+            try:
+                event = self.proto.receive(data)
+            except ProtocolWarning as w:
+                self.warnings += 1
+                first = self.call.warn(w.kind, str(w)) if self.call else self.warnings == 1
+                if first:
+                    log.warning("stream %s: skipped a bad message (%s); further ones of this kind are counted",
+                                self.call.sid if self.call else "(before start)", w)
+                if self.warnings > MAX_WARNINGS:
+                    self.reason = "too many invalid messages"
+                    await self.close(1008, f"more than {MAX_WARNINGS} invalid messages")
+                    return
+                continue
+            except ProtocolError as e:
+                log.warning("stream %s: protocol error, closing (%s)", self.call.sid if self.call else "-", e)
+                self.reason = f"protocol error: {e}"
+                await self.close(e.close_code, str(e))
+                return
+            if not await self.dispatch(event):
+                return
+
+    async def dispatch(self, ev: object) -> bool:
+        """Handle one event; False ends the loop."""
+        if isinstance(ev, Media):
+            if self.call is not None:
+                self.call.on_media(ev)
+                if self.call.end_reason == "longest call reached":
+                    self.reason = self.call.end_reason
+                    await self.close(1000, "call reached MAX_CALL_SECONDS")
+                    return False
+            return True
+        if isinstance(ev, Start):
+            return await self.on_start(ev)
+        if isinstance(ev, Mark):
+            if self.call is not None:
+                self.call.on_mark(ev)
+            return True
+        if isinstance(ev, Dtmf):
+            if self.call is not None:
+                self.call.on_dtmf(ev)
+            return True
+        if isinstance(ev, Stop):
+            self.reason = "caller hung up (stop)"
+            if self.call is not None and self.call.end_reason:
+                self.reason = self.call.end_reason
+            return False
+        if isinstance(ev, Connected):
+            return True
+        return True
+
+    async def on_start(self, ev: Start) -> bool:
+        s = self.services
+        expected = stream_token(s.stream_secret, ev.call_sid)
+        given = ev.custom_parameters.get("token", "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            log.warning("stream refused: start.customParameters.token does not match a call the webhook answered")
+            self.reason = "refused"
+            await self.close(1008, "unknown call: no valid stream token (open streams through POST /voice)")
+            return False
+        try:
+            lock = s.registry.admit(ev.call_sid)
+        except CallRefused as e:
+            log.warning("stream for call %s refused: %s", ev.call_sid, e)
+            await self.close(e.close_code, str(e))
+            return False
+        mode = "listen" if "outbound" in ev.tracks else "assistant"
+        st = s.settings
+        try:
+            call = LiveCall(ev, mode=mode, store=s.store, lock=lock, opts=s.opts, executor=s.registry.executor,
+                            send=self.send, close=self.close, reorder_window_ms=st.reorder_window_ms,
+                            max_clock_jump_s=st.max_clock_jump_s, max_call_seconds=st.max_call_seconds,
+                            export_interval_s=st.export_interval_s)
+        except OSError as exc:
+            lock.release()
+            log.error("call %s: cannot create its recording (%s)", ev.call_sid, exc.strerror or exc)
+            await self.close(1011, "cannot record this call (storage error)")
+            return False
+        self.call = call
+        s.registry.add(call)
+        log.info("call %s: stream started (%s mode)", call.sid, mode)
+        if mode == "assistant":
+            if s.agent_factory is not None and st.greeting == "assistant":
+                call.agent = s.agent_factory(call)
+                s.registry.spawn(call.agent.start())
+            elif st.greeting != "none":
+                await call.play(tone())
+                await call.mark("greeting")
+                call.add_turn("assistant", "(greeting chime)", 0.0, 600.0)
+        return True
