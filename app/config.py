@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "parse_bitrate"]
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     mp3_bitrate: str = "128k"
     record_conversations: bool = True
     recordings_directory: Path = Path("responses")
-    recording_channels: Literal[1, 2] = 1
+    recording_channels: int = 1
     output_sample_rate: int = 8000
     keep_masters: bool = True
     per_track_files: bool = False
@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     @classmethod
     def _bitrate(cls, v: str) -> str:
         parse_bitrate(v)
+        return v
+
+    @field_validator("recording_channels")
+    @classmethod
+    def _channels(cls, v: int) -> int:
+        if v not in (1, 2):
+            raise ValueError(f"RECORDING_CHANNELS={v} must be 1 (mono mix) or 2 (caller left, assistant right)")
         return v
 
     @field_validator("output_sample_rate")

@@ -69,6 +69,7 @@ class _StreamShell:
         self.reason = "caller disconnected without stop"
         self.warnings = 0
         self._closed = False
+        self.greet_pending = False
 
     async def send(self, text: str) -> None:
         if not self._closed and self.ws.application_state == WebSocketState.CONNECTED:
@@ -96,6 +97,8 @@ class _StreamShell:
             if msg["type"] == "websocket.disconnect":
                 if self.call is not None and self.call.end_reason:
                     self.reason = self.call.end_reason
+                elif msg.get("code") in (1001, 1012):  # our server is going away (SIGTERM)
+                    self.reason = "server shutdown"
                 return
             data = msg.get("text")
             if data is None:
@@ -130,6 +133,9 @@ class _StreamShell:
         if isinstance(ev, Media):
             if self.call is not None:
                 self.call.on_media(ev)
+                if self.greet_pending:
+                    self.greet_pending = False
+                    await self.greet()
                 if self.call.end_reason == "longest call reached":
                     self.reason = self.call.end_reason
                     await self.close(1000, "call reached MAX_CALL_SECONDS")
@@ -187,9 +193,18 @@ class _StreamShell:
         if mode == "assistant":
             if s.agent_factory is not None and st.greeting == "assistant":
                 call.agent = s.agent_factory(call)
-                s.registry.spawn(call.agent.start())
-            elif st.greeting != "none":
-                await call.play(tone())
-                await call.mark("greeting")
-                call.add_turn("assistant", "(greeting chime)", 0.0, 600.0)
+            # The greeting waits for the first caller frame: only then is the stream clock known
+            # (Twilio's first timestamp is ~100-160 ms, not 0), so the recording places it where it plays.
+            self.greet_pending = st.greeting != "none" or call.agent is not None
         return True
+
+    async def greet(self) -> None:
+        call = self.call
+        assert call is not None
+        if call.agent is not None:
+            self.services.registry.spawn(call.agent.start())
+            return
+        now = call.stream_time_ms()
+        await call.play(tone())
+        await call.mark("greeting")
+        call.add_turn("assistant", "(greeting chime)", now, now + 600.0)

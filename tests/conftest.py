@@ -1,0 +1,33 @@
+"""Shared fixtures: a clean environment, real test data, and real servers on free ports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared").resolve()
+TESTDATA = SHARED / "testdata"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch, tmp_path):
+    """Settings come from the test, not from the developer's shell or .env files."""
+    for key in list(os.environ):
+        if key.upper() in {
+            "DEFAULT_AUDIO_FORMAT", "MP3_BITRATE", "RECORD_CONVERSATIONS", "RECORDINGS_DIRECTORY", "PUBLIC_BASE_URL",
+            "TWILIO_AUTH_TOKEN", "API_KEY", "RECORDING_CHANNELS", "OUTPUT_SAMPLE_RATE", "CALL_MODE", "FORWARD_TO",
+            "GREETING",
+        }:
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def capture_path() -> Path:
+    p = TESTDATA / "twilio-streams" / "edward-cates-stream1.jsonl"
+    if not p.exists():
+        pytest.skip("shared testdata not present")
+    return p
