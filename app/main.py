@@ -39,7 +39,7 @@ def _stream_secret(store: CallStore) -> bytes:
 def export_options(s: Settings) -> ExportOptions:
     return ExportOptions(default_format=s.default_audio_format, mp3_kbps=s.mp3_kbps, channels=s.recording_channels,
                          sample_rate=s.output_sample_rate, per_track_files=s.per_track_files,
-                         keep_masters=s.keep_masters)
+                         keep_masters=s.keep_masters, record_audio=s.record_conversations)
 
 
 def create_app(settings: Settings | None = None, agent_factory=None) -> FastAPI:

@@ -36,6 +36,7 @@ class ExportOptions:
     sample_rate: int = 8000
     per_track_files: bool = False
     keep_masters: bool = True
+    record_audio: bool = True  # RECORD_CONVERSATIONS=false: transcript and summary only, masters deleted
 
 
 def chosen_format(store: CallStore, sid: str, opts: ExportOptions) -> tuple[str, int | None]:
@@ -93,12 +94,18 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
     audio: dict[str, Any] = {"requested_format": fmt_name}
     exported: Path | None = None
     try:
-        if exporter is None or exporter.fmt.name != fmt_name:
+        if not opts.record_audio:
+            if exporter is not None:
+                exporter.abort()
+            exporter = None
+            audio["error"] = "audio recording is off (RECORD_CONVERSATIONS=false)"
+        elif exporter is None or exporter.fmt.name != fmt_name:
             if exporter is not None:
                 exporter.abort()
             exporter = make_exporter(store, sid, opts)
-        exported = exporter.finish(total)
-        audio.update(format=exporter.fmt.name, settings=exporter.settings_note)
+        if exporter is not None:
+            exported = exporter.finish(total)
+            audio.update(format=exporter.fmt.name, settings=exporter.settings_note)
     except Exception as exc:  # an encoder failure must not lose the call
         log.error("call %s: %s export failed (%s); writing WAV instead, masters kept", sid, fmt_name, type(exc).__name__)
         if exporter is not None:
@@ -165,7 +172,7 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
         "notes": notes,
         "stats": stats,
         "warnings": warnings,
-        "masters": [str(m) for m in masters] if opts.keep_masters else [],
+        "masters": [str(m) for m in masters] if opts.keep_masters and opts.record_audio else [],
     }
     files = {"transcript": store.output(sid, "transcript").name, "summary": store.output(sid, "summary").name,
              "json": store.output(sid, "json").name}
@@ -181,7 +188,7 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
 
     _write_atomic(store.output(sid, "json"), json.dumps(result, indent=2, default=str) + "\n")
     (d / "finalized").write_text(iso(time.time()) + "\n")
-    if not opts.keep_masters and exported is not None and not audio.get("error"):
+    if not opts.record_audio or (not opts.keep_masters and exported is not None and not audio.get("error")):
         for m in masters:
             m.unlink(missing_ok=True)
     log.info("call %s finalised in %.3f s (%s%s)", sid, stats["finalize_seconds"], audio.get("format"),

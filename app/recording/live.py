@@ -86,6 +86,8 @@ class LiveCall:
     # ------------------------------------------------------------------ lifecycle
     def begin(self) -> None:
         """Start background work (the incremental exporter)."""
+        if not self.opts.record_audio:
+            return
         try:
             self._exporter = make_exporter(self.store, self.sid, self.opts)
         except Exception as exc:
