@@ -63,10 +63,16 @@ def create_app(settings: Settings | None = None, agent_factory=None) -> FastAPI:
         loop = asyncio.get_running_loop()
         recovery = loop.run_in_executor(registry.executor, registry.recover_sync)
         app.state.recovery = recovery
+        warmup = getattr(services.agent_factory, "warmup", None)
+        if warmup is not None:  # load the speech models without holding up start-up
+            app.state.warmup = loop.run_in_executor(None, warmup)
         try:
             yield
         finally:
             await registry.drain()
+            aclose = getattr(services.agent_factory, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     app = FastAPI(title="Callscribe", version="0.1.0", lifespan=lifespan)
     app.state.services = services
@@ -78,9 +84,9 @@ def create_app(settings: Settings | None = None, agent_factory=None) -> FastAPI:
 
 
 def _default_agent_factory(settings: Settings):
-    """The built-in assistant, or None when its parts are not installed (the chime greeting then)."""
-    try:
-        from app.agent.factory import make_agent_factory
-    except ImportError:
+    """The assistant from settings, or None when speech-to-text is off (the chime greeting then)."""
+    if settings.stt_provider == "none":
         return None
-    return make_agent_factory(settings)
+    from app.agent.wiring import AgentFactory
+
+    return AgentFactory(settings)

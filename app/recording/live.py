@@ -210,3 +210,7 @@ class LiveCall:
     def add_turn(self, role: str, text: str, start_ms: float, end_ms: float, interrupted: bool = False,
                  **extra: Any) -> None:
         self.recorder.add_turn(role, text, start_ms, end_ms, interrupted, **extra)
+
+    def journal_event(self, kind: str, **data: Any) -> None:
+        """Anything else the call's summary should know (e.g. the messages the assistant took)."""
+        self.recorder.event(kind, **data)

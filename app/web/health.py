@@ -12,7 +12,9 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz")
 async def healthz(services: ServicesDep) -> dict:
-    return {"status": "ok", "live_calls": len(services.registry.live)}
+    agent = services.agent_factory
+    return {"status": "ok", "live_calls": len(services.registry.live),
+            "assistant": None if agent is None else ("ready" if getattr(agent, "ready", True) else "loading")}
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
