@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = (ROOT / ".." / "shared").resolve()
-TESTDATA = SHARED / "testdata"
+from tests.paths import TESTDATA
 
 
 @pytest.fixture(autouse=True)

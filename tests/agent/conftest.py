@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.paths import TESTDATA
+
 import numpy as np
 import pytest
 
-SPEECH = Path("/work/shared/testdata/speech")
+SPEECH = TESTDATA / "speech"
 
 
 def pytest_configure(config: pytest.Config) -> None:
