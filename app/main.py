@@ -39,18 +39,23 @@ def _stream_secret(store: CallStore) -> bytes:
 def export_options(s: Settings) -> ExportOptions:
     return ExportOptions(default_format=s.default_audio_format, mp3_kbps=s.mp3_kbps, channels=s.recording_channels,
                          sample_rate=s.output_sample_rate, per_track_files=s.per_track_files,
-                         keep_masters=s.keep_masters, record_audio=s.record_conversations)
+                         keep_masters=s.keep_masters, record_audio=s.record_conversations,
+                         per_turn_clips=s.per_turn_clips)
 
 
-def create_app(settings: Settings | None = None, agent_factory=None) -> FastAPI:
+def create_app(settings: Settings | None = None, agent_factory=None, events=None, chunk_bytes: int = 32000) -> FastAPI:
+    """The app. `events` (see app.recording.events.RecordingEvents) receives per-turn audio, audio chunks
+    every `chunk_bytes` of each track, and the call's result at hang-up."""
     settings = settings or Settings.load()
     store = CallStore(Path(settings.recordings_directory))
     opts = export_options(settings)
-    registry = CallRegistry(store, opts, max_concurrent=settings.max_concurrent_calls, workers=settings.finalize_workers)
+    registry = CallRegistry(store, opts, max_concurrent=settings.max_concurrent_calls, workers=settings.finalize_workers,
+                             events=events)
     if agent_factory is None and settings.greeting == "assistant":
         agent_factory = _default_agent_factory(settings)
     services = Services(settings=settings, store=store, registry=registry, opts=opts,
-                        stream_secret=_stream_secret(store), agent_factory=agent_factory)
+                        stream_secret=_stream_secret(store), agent_factory=agent_factory, events=events,
+                        chunk_bytes=chunk_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

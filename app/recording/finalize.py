@@ -37,6 +37,7 @@ class ExportOptions:
     per_track_files: bool = False
     keep_masters: bool = True
     record_audio: bool = True  # RECORD_CONVERSATIONS=false: transcript and summary only, masters deleted
+    per_turn_clips: bool = False  # one clip per turn: call_<sid>_turn<NN>_<role>.<ext>
 
 
 def chosen_format(store: CallStore, sid: str, opts: ExportOptions) -> tuple[str, int | None]:
@@ -174,12 +175,18 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
         "warnings": warnings,
         "masters": [str(m) for m in masters] if opts.keep_masters and opts.record_audio else [],
     }
+    if opts.per_turn_clips and exported is not None:
+        files_clips = _write_turn_clips(store, sid, turns, masters, audio["format"], kbps, opts.sample_rate)
+    else:
+        files_clips = []
     files = {"transcript": store.output(sid, "transcript").name, "summary": store.output(sid, "summary").name,
              "json": store.output(sid, "json").name}
     if exported is not None:
         files["conversation"] = exported.name
     if exporter is not None and exporter.track_paths:
         files["tracks"] = [Path(p).name for p in exporter.track_paths]
+    if files_clips:
+        files["turn_clips"] = files_clips
     result["files"] = files
     stats["finalize_seconds"] = round(time.monotonic() - t0, 3)
     _write_atomic(store.output(sid, "transcript"), "\n".join(transcript) + ("\n" if transcript else ""))
@@ -194,6 +201,30 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
     log.info("call %s finalised in %.3f s (%s%s)", sid, stats["finalize_seconds"], audio.get("format"),
              ", recovered" if recovered else "")
     return result
+
+
+def _write_turn_clips(store: CallStore, sid: str, turns: list[dict[str, Any]], masters: tuple[Path, Path],
+                      fmt_name: str, kbps: int | None, rate: int) -> list[str]:
+    """One file per turn, from the track of whoever spoke: role, index and text are in the JSON."""
+    from app.audio.formats import encoder_kwargs
+    from app.audio.resample import resample
+    from app.recording.events import read_span
+
+    fmt = FORMATS[fmt_name]
+    kwargs, _ = encoder_kwargs(fmt, rate, kbps)
+    names = []
+    for old in store.root.glob(f"call_{sid}_turn*"):
+        old.unlink()
+    for i, t in enumerate(turns):
+        if t["end_ms"] <= t["start_ms"]:
+            continue
+        master = masters[0] if t["role"] == "caller" else masters[1]
+        audio = read_span(master, int(t["start_ms"] * 8), int(t["end_ms"] * 8)).astype("float32") / 32768
+        name = f"call_{sid}_turn{i:02d}_{t['role']}.{fmt.extension}"
+        sf.write(str(store.root / name), resample(audio, 8000, rate), rate, **kwargs)
+        t["clip"] = name
+        names.append(name)
+    return names
 
 
 def _write_atomic(path: Path, text: str) -> None:

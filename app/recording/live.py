@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from app.recording.events import emit, read_span
 from app.recording.export import ConversationExporter
 from app.recording.finalize import ExportOptions, make_exporter
 from app.recording.recorder import CallRecorder
@@ -53,7 +54,8 @@ class LiveCall:
     def __init__(self, start: Start, *, mode: str, store: CallStore, lock: CallLock, opts: ExportOptions,
                  executor: Executor, send: Send, close: Close, reorder_window_ms: int = 2000,
                  max_clock_jump_s: int = 600, max_call_seconds: int = 4 * 3600, export_interval_s: float = 5.0,
-                 wall_clock: Callable[[], float] = time.monotonic) -> None:
+                 wall_clock: Callable[[], float] = time.monotonic, events: Any = None,
+                 chunk_bytes: int = 0) -> None:
         self.sid = start.call_sid
         self.stream_sid = start.stream_sid
         self.mode = mode
@@ -70,6 +72,10 @@ class LiveCall:
         self.max_call_seconds = max_call_seconds
         self.export_interval_s = export_interval_s
         self.agent: Any = None
+        self.events = events
+        self.chunk_samples = chunk_bytes // 2  # PCM16: chunk events every N bytes of each track
+        self._chunk_done = 0
+        self._turn_index = 0
         self.ended = False
         self.end_reason: str | None = None
         self._last_frame_wall = wall_clock()
@@ -159,6 +165,20 @@ class LiveCall:
                 self.agent.feed_caller_audio(np.frombuffer(pcm, "<i2"), start)
         if self.recorder.stream_samples >= self.max_call_seconds * 8000 and not self.ended:
             self.end_reason = "longest call reached"
+        if self.events is not None and self.chunk_samples:
+            self._emit_chunks(self.recorder.stream_samples - self.recorder.clock.window)
+
+    def _emit_chunks(self, settled: int) -> None:
+        """Chunk events for settled audio (late frames can no longer change it)."""
+        while settled - self._chunk_done >= self.chunk_samples:
+            a, b = self._chunk_done, self._chunk_done + self.chunk_samples
+            inbound = read_span(self.recorder.call_dir / "inbound.wav", a, b)
+            outbound = read_span(self.recorder.call_dir / "outbound.wav", a, b)
+            emit(self.events, "on_track_audio_data", self.sid, "inbound", inbound, 8000)
+            emit(self.events, "on_track_audio_data", self.sid, "outbound", outbound, 8000)
+            mixed = np.clip(inbound.astype(np.int32) + outbound, -32768, 32767).astype(np.int16)
+            emit(self.events, "on_audio_data", self.sid, mixed, 8000)
+            self._chunk_done = b
 
     def on_dtmf(self, ev: Dtmf) -> None:
         self.recorder.event("dtmf", digit=ev.digit, at_ms=self.stream_time_ms())
@@ -210,6 +230,12 @@ class LiveCall:
     def add_turn(self, role: str, text: str, start_ms: float, end_ms: float, interrupted: bool = False,
                  **extra: Any) -> None:
         self.recorder.add_turn(role, text, start_ms, end_ms, interrupted, **extra)
+        if self.events is not None:
+            index = extra.get("index", self._turn_index)
+            self._turn_index += 1
+            track = "inbound" if role == "caller" else "outbound"
+            audio = read_span(self.recorder.call_dir / f"{track}.wav", int(start_ms * 8), int(end_ms * 8))
+            emit(self.events, "on_turn_audio", self.sid, role, index, text, audio, 8000)
 
     def journal_event(self, kind: str, **data: Any) -> None:
         """Anything else the call's summary should know (e.g. the messages the assistant took)."""

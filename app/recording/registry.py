@@ -12,6 +12,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from app.recording.events import emit
 from app.recording.finalize import ExportOptions, finalize_call
 from app.recording.live import LiveCall
 from app.recording.store import CallStore
@@ -30,8 +31,10 @@ class CallRefused(Exception):
 
 
 class CallRegistry:
-    def __init__(self, store: CallStore, opts: ExportOptions, *, max_concurrent: int = 200, workers: int = 2) -> None:
+    def __init__(self, store: CallStore, opts: ExportOptions, *, max_concurrent: int = 200, workers: int = 2,
+                 events: Any = None) -> None:
         self.store = store
+        self.events = events
         self.opts = opts
         self.max_concurrent = max_concurrent
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="callscribe-export")
@@ -79,12 +82,25 @@ class CallRegistry:
                                                      end_reason=call.end_reason))
             self.finalized_count += 1
             self.last_finalize_seconds = result["stats"]["finalize_seconds"]
+            if self.events is not None:
+                emit(self.events, "on_complete", call.sid, result)
             return result
         except Exception:
             log.exception("call %s: finalisation failed; masters and journal kept for recovery", call.sid)
+            self._drop_partial_outputs(call.sid)
             return None
         finally:
             call.lock.release()
+
+    def _drop_partial_outputs(self, sid: str) -> None:
+        """After a failed finalisation, half-written outputs go: the masters and the journal hold the
+        call, and on a full disk the half-files would only keep the space the retry needs."""
+        for p in self.store.root.glob(f"call_{sid}*"):
+            if p.name.endswith((".partial", ".tmp")):
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -109,6 +125,7 @@ class CallRegistry:
                 done.append(sid)
             except Exception:
                 log.exception("call %s: recovery failed; masters and journal kept", sid)
+                self._drop_partial_outputs(sid)
             finally:
                 lock.release()
         return done

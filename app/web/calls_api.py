@@ -28,7 +28,7 @@ def _state(services: Services, sid: str) -> str:
 def _public(services: Services, sid: str, full: bool) -> dict:
     result = services.store.read_result(sid) or {}
     files = result.get("files", {})
-    names = [n for k, n in files.items() if isinstance(n, str)] + [n for n in files.get("tracks", [])]
+    names = [n for n in files.values() if isinstance(n, str)] + files.get("tracks", []) + files.get("turn_clips", [])
     links = {n: f"/calls/{sid}/files/{n}" for n in names}
     base = {"call_sid": sid, "state": _state(services, sid), "mode": result.get("mode"),
             "started_at": result.get("started_at"), "completed_at": result.get("completed_at"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -14,7 +16,7 @@ from app.recording.registry import CallRegistry
 from app.recording.store import CallStore
 from app.web.errors import ApiError
 
-__all__ = ["Services", "ServicesDep", "require_api_key", "ApiKeyDep"]
+__all__ = ["Services", "ServicesDep", "require_api_key", "ApiKeyDep", "install_log_redaction"]
 
 
 @dataclass
@@ -25,7 +27,8 @@ class Services:
     opts: ExportOptions
     stream_secret: bytes
     agent_factory: object = None  # callable(LiveCall) -> session, or None
-    stats: dict | None = None
+    events: object = None  # RecordingEvents for embedders
+    chunk_bytes: int = 32000
 
 
 def get_services(request: Request) -> Services:
@@ -56,3 +59,27 @@ def require_api_key(request: Request) -> None:
 
 
 ApiKeyDep = Depends(require_api_key)
+
+
+class _RedactApiKey(logging.Filter):
+    """Browser links carry `?api_key=<key>`; uvicorn's access log prints the query string. Not the key."""
+
+    _KEY = re.compile(r"(api(?:_|%5f)key=)[^&\s\"']*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and self._KEY.search(a) for a in record.args):
+            record.args = tuple(self._KEY.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str) and self._KEY.search(record.msg):
+            record.msg = self._KEY.sub(r"\1[redacted]", record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Idempotent. Logger filters survive uvicorn's dictConfig (it replaces handlers, not filters)."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactApiKey) for f in logger.filters):
+            logger.addFilter(_RedactApiKey())
+
+
+install_log_redaction()  # at import, so every app built from this package has it (create_app imports us)

@@ -27,6 +27,18 @@ router = APIRouter()
 log = logging.getLogger("callscribe.stream")
 
 MAX_WARNINGS = 200  # invalid messages tolerated on one stream before it is closed as hostile
+# Twilio sends `connected` and `start` right after the upgrade; a socket that has not started a
+# call by then is closed, so idle sockets cannot pile up (they count against no call limit).
+START_TIMEOUT_S = 10.0
+
+
+def wall_limit_s(max_call_seconds: float) -> float:
+    """Wall-clock life of a started stream: MAX_CALL_SECONDS (stream clock) plus a little grace.
+
+    The stream clock stops when Twilio stops sending media (or a client sends only marks, or
+    nothing), so MAX_CALL_SECONDS alone would not end such a stream; this does.
+    """
+    return max_call_seconds + min(60.0, 3.0 + 0.1 * max_call_seconds)
 
 
 def _handshake_url(services: Services, ws: WebSocket) -> str:
@@ -70,6 +82,7 @@ class _StreamShell:
         self.warnings = 0
         self._closed = False
         self.greet_pending = False
+        self._timer: asyncio.TimerHandle | None = None
 
     async def send(self, text: str) -> None:
         if not self._closed and self.ws.application_state == WebSocketState.CONNECTED:
@@ -87,7 +100,30 @@ class _StreamShell:
         except (RuntimeError, OSError):
             pass
 
+    def _arm(self, seconds: float, reason: str, code: int, message: str) -> None:
+        """Close this socket after `seconds` unless re-armed or the stream ends first (no per-frame cost)."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+        def expire() -> None:
+            if self._closed:
+                return
+            log.warning("stream %s: %s; closing", self.call.sid if self.call else "(before start)", reason)
+            self.reason = reason
+            self.services.registry.spawn(self.close(code, message))
+
+        self._timer = asyncio.get_running_loop().call_later(seconds, expire)
+
     async def run(self) -> None:
+        self._arm(START_TIMEOUT_S, "no start message in time", 1008,
+                  f"no valid start message within {START_TIMEOUT_S:.0f} s")
+        try:
+            await self._run()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    async def _run(self) -> None:
         limit = self.services.settings.max_ws_message_bytes
         while True:
             try:
@@ -95,10 +131,15 @@ class _StreamShell:
             except (RuntimeError, WebSocketDisconnect):
                 return
             if msg["type"] == "websocket.disconnect":
+                code = msg.get("code")
                 if self.call is not None and self.call.end_reason:
                     self.reason = self.call.end_reason
-                elif msg.get("code") in (1001, 1012):  # our server is going away (SIGTERM)
+                elif code in (1001, 1012):  # our server is going away (SIGTERM)
                     self.reason = "server shutdown"
+                elif code == 1009:  # the WebSocket layer refused a message over ws_max_size
+                    self.reason = "message too large"
+                    log.warning("stream %s: closed with 1009, a message exceeded MAX_WS_MESSAGE_BYTES=%d",
+                                self.call.sid if self.call else "(before start)", limit)
                 return
             data = msg.get("text")
             if data is None:
@@ -124,6 +165,12 @@ class _StreamShell:
                 log.warning("stream %s: protocol error, closing (%s)", self.call.sid if self.call else "-", e)
                 self.reason = f"protocol error: {e}"
                 await self.close(e.close_code, str(e))
+                return
+            except Exception as e:  # a parser bug must cost this stream only, with a reason, not a traceback
+                log.error("stream %s: could not parse a message (%s); closing",
+                          self.call.sid if self.call else "-", type(e).__name__)
+                self.reason = "internal error parsing a message"
+                await self.close(1011, "internal error parsing a message")
                 return
             if not await self.dispatch(event):
                 return
@@ -181,7 +228,7 @@ class _StreamShell:
             call = LiveCall(ev, mode=mode, store=s.store, lock=lock, opts=s.opts, executor=s.registry.executor,
                             send=self.send, close=self.close, reorder_window_ms=st.reorder_window_ms,
                             max_clock_jump_s=st.max_clock_jump_s, max_call_seconds=st.max_call_seconds,
-                            export_interval_s=st.export_interval_s)
+                            export_interval_s=st.export_interval_s, events=s.events, chunk_bytes=s.chunk_bytes)
         except OSError as exc:
             lock.release()
             log.error("call %s: cannot create its recording (%s)", ev.call_sid, exc.strerror or exc)
@@ -189,6 +236,8 @@ class _StreamShell:
             return False
         self.call = call
         s.registry.add(call)
+        self._arm(wall_limit_s(st.max_call_seconds), "longest call reached (wall clock)", 1000,
+                  "call reached MAX_CALL_SECONDS")
         log.info("call %s: stream started (%s mode)", call.sid, mode)
         if mode == "assistant":
             if s.agent_factory is not None and st.greeting == "assistant":
