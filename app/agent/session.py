@@ -52,7 +52,7 @@ import numpy as np
 from app.agent.interfaces import CallIO, Message, Responder, SpeechToText, TextToSpeech, TurnCallback
 from app.agent.normalize import normalize_for_speech
 from app.agent.sentences import split_sentences
-from app.agent.vad import TurnDetector, TurnEnded, TurnState
+from app.agent.vad import SpeechPaused, TurnDetector, TurnEnded, TurnState
 
 __all__ = ["AgentSession"]
 
@@ -150,6 +150,7 @@ class AgentSession:
         self._reply_task: asyncio.Task[None] | None = None
         self._hangup_timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._speculative: tuple[tuple[int, int], asyncio.Task[str]] | None = None
         self._closed = False
         self.hung_up = False
         self.barge_ins = 0
@@ -169,6 +170,9 @@ class AgentSession:
         events = self.detector.feed(samples, start_sample)
         ended = False
         for ev in events:
+            if isinstance(ev, SpeechPaused):
+                # Transcribe during the end-of-turn silence; reused if the turn ends right here.
+                self._speculative = ((ev.start_sample, ev.end_sample), self._spawn(self.stt.transcribe(ev.audio)))
             if isinstance(ev, TurnEnded):
                 self._queue.put_nowait(ev)
                 ended = True
@@ -235,8 +239,12 @@ class AgentSession:
                 continue
             turn: TurnEnded = item
             t0 = time.perf_counter()
+            spec, self._speculative = self._speculative, None
             try:
-                text = (await self.stt.transcribe(turn.audio)).strip()
+                if spec is not None and spec[0] == (turn.start_sample, turn.end_sample):
+                    text = (await spec[1]).strip()  # usually finished already: stt_ms is what was left
+                else:
+                    text = (await self.stt.transcribe(turn.audio)).strip()
             except Exception:
                 log.exception("speech-to-text failed; turn dropped")
                 text = ""

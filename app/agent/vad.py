@@ -38,6 +38,7 @@ from app.agent.interfaces import VoiceActivity
 __all__ = [
     "EnergyVAD",
     "SileroVAD",
+    "SpeechPaused",
     "SpeechStarted",
     "TurnDetector",
     "TurnEnded",
@@ -76,7 +77,18 @@ class TurnEnded:
     """True when the turn hit ``max_turn_ms`` and was cut while the caller was still talking."""
 
 
-VadEvent = SpeechStarted | TurnEnded
+@dataclass(frozen=True)
+class SpeechPaused:
+    """The caller has been silent for ``pause_ms`` inside a turn. ``audio`` is exactly what the
+    TurnEnded will carry if the silence lasts until ``stop_ms``: a listener may transcribe it now
+    (speculatively) and reuse the text when a TurnEnded with the same start and end arrives."""
+
+    start_sample: int
+    end_sample: int
+    audio: np.ndarray = field(repr=False)
+
+
+VadEvent = SpeechStarted | SpeechPaused | TurnEnded
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,7 @@ class TurnParams:
     preroll_ms: int = 300
     tail_ms: int = 200
     energy_gate_dbfs: float = -60.0
+    pause_ms: int = 250  # SpeechPaused after this much silence (0: never); must be ≥ tail_ms
 
 
 class TurnDetector:
@@ -107,6 +120,8 @@ class TurnDetector:
         self._max_n = p.max_turn_ms * self._ms
         self._preroll_n = p.preroll_ms * self._ms
         self._tail_n = p.tail_ms * self._ms
+        self._pause_n = max(p.pause_ms, p.tail_ms) * self._ms if p.pause_ms else 0
+        self._paused = False
         self._gate = (10 ** (p.energy_gate_dbfs / 20) * 32768) ** 2  # mean square, int16 units
         self.state = TurnState.QUIET
         self._preroll: deque[tuple[int, np.ndarray]] = deque()
@@ -179,8 +194,16 @@ class TurnDetector:
             self._frames.append(frame)  # at most stop_ms of silence; trimmed to tail_ms at the end
             if is_speech:
                 self.state = TurnState.SPEAKING
+                self._paused = False
             else:
-                if end - self._silence_start >= self._stop_n:
+                silent = end - self._silence_start
+                if self._pause_n and not self._paused and self._pause_n <= silent < self._stop_n:
+                    self._paused = True
+                    turn_end = max(self._speech_start, min(self._strong_end, self._silence_start))
+                    if turn_end - self._speech_start >= self._min_n:
+                        audio = np.concatenate(self._frames)[: max(0, turn_end - self._audio_start) + self._tail_n]
+                        events.append(SpeechPaused(self._speech_start, turn_end, audio))
+                if silent >= self._stop_n:
                     turn_end = max(self._speech_start, min(self._strong_end, self._silence_start))
                     events.extend(self._end_turn(turn_end, forced=False))
                     self.state = TurnState.QUIET
@@ -221,6 +244,7 @@ class TurnDetector:
 
     def _end_turn(self, end_sample: int, *, forced: bool) -> list[VadEvent]:
         frames, self._frames = self._frames, []
+        self._paused = False
         if end_sample - self._speech_start < self._min_n:
             return []
         audio = np.concatenate(frames) if frames else np.zeros(0, np.int16)

@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from app.agent.interfaces import Message
+from app.agent.vad import TurnDetector, TurnParams
 
-from agent_fakes import FakeSTT, Say, ScriptedResponder, Timeline, drive, make_session
+from agent_fakes import FakeSTT, LoudIsSpeech, Say, ScriptedResponder, Timeline, drive, make_session
 
 GREETING = "Thank you for calling Acme. This is Jarvis. How can I help?"
 LONG_1 = "Let me tell you about all of our many services in great detail now."
@@ -122,6 +123,7 @@ async def test_caller_who_goes_on_after_a_pause_is_answered_once() -> None:
     responder = ScriptedResponder([["Thanks, Ann."]])
     session, io, _ = make_session(timeline, responder)
     session.stt = SlowSTT(timeline)
+    session.detector = TurnDetector(LoudIsSpeech(), TurnParams(start_ms=100, stop_ms=500, min_turn_ms=100, pause_ms=0))
     await session.start()
     await drive(session, io, timeline, 5000)
     await session.aclose()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.agent.vad import EnergyVAD, SileroVAD, SpeechStarted, TurnDetector, TurnEnded, TurnParams, TurnState
+from app.agent.vad import (
+    EnergyVAD, SileroVAD, SpeechPaused, SpeechStarted, TurnDetector, TurnEnded, TurnParams, TurnState,
+)
 
 from conftest import telephone
 
@@ -44,13 +46,26 @@ def test_turn_boundaries_preroll_and_tail() -> None:
     x = _signal([(1000, 2500)], 4000)
     events = _run(det, x, offset=800)  # stream clock does not start at zero
     assert events[0] == SpeechStarted(800 + 1000 * 8)
-    turn = events[1]
-    assert isinstance(turn, TurnEnded) and len(events) == 2
+    paused, turn = events[1], events[2]
+    assert isinstance(turn, TurnEnded) and len(events) == 3
+    # 250 ms into the silence: the same turn, with exactly the audio the TurnEnded carries.
+    assert isinstance(paused, SpeechPaused)
+    assert (paused.start_sample, paused.end_sample) == (turn.start_sample, turn.end_sample)
+    assert np.array_equal(paused.audio, turn.audio)
     assert (turn.start_sample, turn.end_sample) == (800 + 8000, 800 + 20000)
     assert turn.audio_start_sample == 800 + 8000 - 300 * 8
     assert len(turn.audio) == (1500 + 300 + 200) * 8
     assert not turn.forced
     assert det.state is TurnState.QUIET
+
+
+def test_pause_then_more_speech_gives_a_paused_event_for_a_turn_that_does_not_end_there() -> None:
+    det = TurnDetector(LoudIsSpeech(), TurnParams(stop_ms=700, pause_ms=250))
+    events = _run(det, _signal([(500, 1500), (1900, 2600)], 4000))
+    paused = [e for e in events if isinstance(e, SpeechPaused)]
+    turns = [e for e in events if isinstance(e, TurnEnded)]
+    assert [(p.end_sample // 8) for p in paused] == [1500, 2600]
+    assert [(t.start_sample // 8, t.end_sample // 8) for t in turns] == [(500, 2600)]  # only the 2nd is reusable
 
 
 def test_short_pause_keeps_one_turn_and_blips_make_none() -> None:
