@@ -18,7 +18,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.load()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=settings.max_ws_message_bytes,
+    # uvicorn's own limit sits above ours so that the app, not uvicorn, refuses an oversized
+    # message, with close code 1009 and a reason, and the call's end reason says why.
+    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=2 * settings.max_ws_message_bytes + 4096,
                 timeout_graceful_shutdown=args.graceful_timeout, log_level=settings.log_level.lower(),
                 proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips, ws="websockets")
     return 0

@@ -113,6 +113,7 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
             exporter.abort()
         audio["error"] = f"the {fmt_name} encoder failed: {type(exc).__name__}: {exc}"
         warnings.append(f"{fmt_name.upper()} export failed ({type(exc).__name__}); the conversation was written as WAV instead")
+        fallback = None
         try:
             fallback = ConversationExporter(masters, store.output(sid, "conversation", "wav"), FORMATS["wav"],
                                             channels=opts.channels, sample_rate=opts.sample_rate)
@@ -120,6 +121,8 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
             exporter = fallback
             audio.update(format="wav", settings=fallback.settings_note)
         except Exception as exc2:
+            if fallback is not None:
+                fallback.abort()
             log.error("call %s: WAV fallback failed too (%s); masters kept in %s", sid, type(exc2).__name__, d)
             warnings.append(f"WAV fallback failed too ({type(exc2).__name__}); the masters in {d} hold the audio")
             exporter = None

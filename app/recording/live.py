@@ -84,7 +84,6 @@ class LiveCall:
         self._export_busy: asyncio.Future | None = None
         self._export_task: asyncio.Task | None = None
         self._marks_pending: list[str] = []
-        self.warnings: dict[str, int] = {}
         self.recorder.event("start", call_sid=self.sid, stream_sid=self.stream_sid, account_sid=start.account_sid,
                             mode=mode, tracks=list(start.tracks),
                             params=sorted(k for k in start.custom_parameters if k != "token"))
@@ -189,14 +188,6 @@ class LiveCall:
         self.recorder.event("mark", name=ev.name, at_ms=self.stream_time_ms())
         if self.agent is not None:
             self.agent.on_mark(ev.name)
-
-    def warn(self, kind: str, message: str) -> bool:
-        """Count a skipped bad message; True the first time a kind is seen (log it then)."""
-        first = kind not in self.warnings
-        self.warnings[kind] = self.warnings.get(kind, 0) + 1
-        if first:
-            self.recorder.event("warning", kind=kind, message=message)
-        return first
 
     # ------------------------------------------------------------------ CallIO (the assistant's side)
     def stream_time_ms(self) -> float:

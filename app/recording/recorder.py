@@ -8,9 +8,9 @@ we send and plays it in real time, so a chunk sent at stream time `now` starts p
 `max(end of what is already queued, now)`; that is where it is written. A `clear` at `now`
 (barge-in) silences everything placed after `now`: the recording holds what the caller heard.
 
-Faults: an OSError writing a master (disk full, I/O error) is logged once per call and track,
-counted, and the call goes on; what was written stays. Nothing here blocks for long: a frame is
-a table lookup and one `pwrite`.
+Faults: an OSError writing a master (disk full, I/O error) is logged once per call (later
+failures, on either track, are counted, not logged), and the call goes on; what was written
+stays. Nothing here blocks for long: a frame is a table lookup and one `pwrite`.
 """
 
 from __future__ import annotations
@@ -103,10 +103,13 @@ class CallRecorder:
         try:
             self.tracks[track].write(start, pcm)
         except OSError as exc:
+            first = not self._failed
             self._failed.add(track)
             self.stats[track].write_errors += 1
-            log.error("call %s: writing the %s master failed (%s); keeping what was written",
-                      self.call_sid, track, exc.strerror or exc)
+            if first:
+                log.error("call %s: writing the %s master failed (%s); keeping what was written, "
+                          "further write failures of this call are counted, not logged",
+                          self.call_sid, track, exc.strerror or exc)
             try:
                 self.journal.append("error", what=f"{track} master write failed", detail=str(exc.strerror or exc))
             except OSError:
@@ -163,6 +166,8 @@ class CallRecorder:
             return max(t.end for t in self.tracks.values())
         self.closed = True
         end = max(self.clock.frontier, self.queue_end, *(t.end for t in self.tracks.values()))
+        # Nothing is written past max_samples, and a hostile jump must not stretch the file past it either.
+        end = min(end, max(self.max_samples, *(t.end for t in self.tracks.values())))
         for t in self.tracks.values():
             try:
                 t.extend_to(end)

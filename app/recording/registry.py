@@ -119,7 +119,8 @@ class CallRegistry:
             try:
                 if self.store.is_finalized(sid):
                     continue
-                log.warning("call %s was not finalised (server stopped mid-call); recovering it", sid)
+                log.warning("call %s was not finalised (server stopped mid-call, or finalisation failed); "
+                            "recovering it", sid)
                 finalize_call(self.store, sid, self.opts, recovered=True)
                 self.recovered_count += 1
                 done.append(sid)

@@ -14,6 +14,7 @@ crash from the file's length (libsndfile reads size-0 WAVs, the stdlib `wave` do
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from pathlib import Path
@@ -48,7 +49,13 @@ class MasterTrack:
 
     def write(self, sample: int, pcm: bytes) -> None:
         """Write little-endian int16 `pcm` starting at `sample`. May raise OSError (e.g. ENOSPC)."""
-        os.pwrite(self._fd, pcm, HEADER_BYTES + 2 * sample)
+        view = memoryview(pcm)
+        pos = HEADER_BYTES + 2 * sample
+        while view:  # a short write (the disk filled mid-frame) is retried, so the rest raises ENOSPC
+            n = os.pwrite(self._fd, view, pos)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view, pos = view[n:], pos + n
         end = sample + len(pcm) // 2
         if end > self.end:
             self.end = end

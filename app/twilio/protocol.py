@@ -86,15 +86,29 @@ class ProtocolWarning(Exception):
         self.kind = kind
 
 
+def _shown(v: Any) -> str:
+    """A hostile value, short enough for a log line (repr escapes control characters)."""
+    if isinstance(v, str):
+        return repr(v[:40]) + ("…" if len(v) > 40 else "")
+    if isinstance(v, (dict, list)):
+        return f"<{type(v).__name__}>"
+    return repr(v)[:40]
+
+
+def _is_digits(v: str) -> bool:
+    # str.isdigit() alone accepts "²" or "١", which int() then rejects or reads as another number.
+    return v.isascii() and v.isdigit()
+
+
 def _int(obj: dict[str, Any], key: str, where: str) -> int:
     v = obj.get(key)
     if isinstance(v, bool) or v is None:
         raise ProtocolWarning(f"{where}.{key} missing or not a number", "field")
-    if isinstance(v, int):
+    if isinstance(v, int) and 0 <= v < 10**15:
         return v
-    if isinstance(v, str) and v.isdigit() and len(v) < 16:
+    if isinstance(v, str) and _is_digits(v) and len(v) < 16:
         return int(v)
-    raise ProtocolWarning(f"{where}.{key}={v!r} is not a non-negative integer", "field")
+    raise ProtocolWarning(f"{where}.{key}={_shown(v)} is not a non-negative integer", "field")
 
 
 def _str(obj: dict[str, Any], key: str, where: str) -> str:
@@ -123,8 +137,8 @@ class StreamProtocol:
         if not isinstance(msg, dict):
             raise ProtocolWarning("message is not a JSON object", "json")
         event = msg.get("event")
-        if event not in _KNOWN:
-            raise ProtocolWarning(f"unknown event {str(event)[:40]!r}", "event")
+        if not isinstance(event, str) or event not in _KNOWN:  # a list or dict is not hashable
+            raise ProtocolWarning(f"unknown event {_shown(event)}", "event")
         allowed = _TRANSITIONS[self.state]
         if event not in allowed:
             expected = " or ".join(sorted(allowed)) or "nothing (stream stopped)"
@@ -136,7 +150,7 @@ class StreamProtocol:
         if event != "connected":
             sid = msg.get("streamSid")
             if self.stream_sid is not None and sid != self.stream_sid:
-                raise ProtocolError(f"streamSid {str(sid)[:40]!r} is not this stream's", CLOSE_POLICY)
+                raise ProtocolError(f"streamSid {_shown(sid)} is not this stream's", CLOSE_POLICY)
         parsed = getattr(self, f"_parse_{event}")(msg)
         self.state = allowed[event]
         seq = getattr(parsed, "sequence_number", None)
@@ -164,6 +178,8 @@ class StreamProtocol:
             raise ProtocolError("start.callSid is not CA followed by 32 hex digits", CLOSE_POLICY)
         if not stream_sid or len(stream_sid) > 64:
             raise ProtocolError("start.streamSid is empty or longer than 64 characters", CLOSE_POLICY)
+        if len(account_sid) > 64:
+            raise ProtocolError("start.accountSid is longer than 64 characters", CLOSE_POLICY)
         tracks = body.get("tracks", ["inbound"])
         if not isinstance(tracks, list) or not tracks or not all(t in ("inbound", "outbound") for t in tracks):
             raise ProtocolError("start.tracks must be a list of 'inbound'/'outbound'", CLOSE_PROTOCOL)
@@ -175,13 +191,15 @@ class StreamProtocol:
         channels = fmt.get("channels", 1)
         if encoding != "audio/x-mulaw" or rate != 8000 or channels != 1:
             raise ProtocolError(
-                f"unsupported mediaFormat {encoding}/{rate}/{channels}: only audio/x-mulaw 8000 Hz mono",
+                f"unsupported mediaFormat {_shown(encoding)}/{_shown(rate)}/{_shown(channels)}: "
+                "only audio/x-mulaw 8000 Hz mono",
                 CLOSE_UNSUPPORTED,
             )
         params = body.get("customParameters") or {}
         if not isinstance(params, dict):
             raise ProtocolError("start.customParameters is not an object", CLOSE_PROTOCOL)
-        params = {str(k)[:200]: str(v)[:500] for k, v in list(params.items())[:50]}
+        # Twilio's <Parameter> values are strings; anything else (possibly deeply nested) is ignored.
+        params = {str(k)[:200]: v[:500] for k, v in list(params.items())[:50] if isinstance(v, str)}
         top_sid = msg.get("streamSid", stream_sid)
         if top_sid != stream_sid:
             raise ProtocolError("streamSid differs from start.streamSid", CLOSE_POLICY)
@@ -194,7 +212,7 @@ class StreamProtocol:
             raise ProtocolWarning("media message has no media object", "field")
         track = body.get("track", "inbound")
         if track not in ("inbound", "outbound"):
-            raise ProtocolWarning(f"media.track {str(track)[:20]!r} is not inbound/outbound", "field")
+            raise ProtocolWarning(f"media.track {_shown(track)} is not inbound/outbound", "field")
         payload_b64 = body.get("payload")
         if not isinstance(payload_b64, str):
             raise ProtocolWarning("media.payload missing or not a string", "field")
@@ -206,6 +224,8 @@ class StreamProtocol:
             raise ProtocolWarning("media.payload is not base64", "payload") from None
         if not payload:
             raise ProtocolWarning("media.payload is empty", "payload")
+        if len(payload) > MAX_MEDIA_PAYLOAD:  # the length check above lets a few bytes over through
+            raise ProtocolWarning("media.payload larger than 1 s of audio", "payload")
         return Media(
             sequence_number=_int(msg, "sequenceNumber", "media"),
             track=track,
@@ -221,7 +241,9 @@ class StreamProtocol:
         digit = _str(body, "digit", "dtmf")
         if not re.fullmatch(r"[0-9*#A-Da-dw]", digit):
             raise ProtocolWarning("dtmf.digit is not one key", "field")
-        return Dtmf(_int(msg, "sequenceNumber", "dtmf"), digit, str(body.get("track", "inbound_track")))
+        track = body.get("track", "inbound_track")
+        return Dtmf(_int(msg, "sequenceNumber", "dtmf"), digit,
+                    track[:20] if isinstance(track, str) else "inbound_track")
 
     def _parse_mark(self, msg: dict[str, Any]) -> Mark:
         body = msg.get("mark")
@@ -233,7 +255,7 @@ class StreamProtocol:
         body = msg.get("stop") if isinstance(msg.get("stop"), dict) else {}
         seq = msg.get("sequenceNumber")
         return Stop(
-            int(seq) if isinstance(seq, str) and seq.isdigit() else self.last_sequence + 1,
+            int(seq) if isinstance(seq, str) and _is_digits(seq) and len(seq) < 16 else self.last_sequence + 1,
             str(body.get("accountSid", "")),
             str(body.get("callSid", "")),
         )

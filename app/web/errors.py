@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,8 @@ from app.audio.formats import FORMATS, UnsupportedFormatError
 from app.recording.store import CallNotFound, InvalidCallSid
 
 __all__ = ["ApiError", "install"]
+
+log = logging.getLogger("callscribe.http")
 
 
 class ApiError(Exception):
@@ -55,3 +58,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _json(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        # Still JSON, and no traceback or internals in the body; the log has the type and the route.
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        return _json(500, "internal error; the server log has the details")

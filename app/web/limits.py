@@ -1,4 +1,9 @@
-"""Request body size limit (413 with a message), as a small ASGI middleware."""
+"""Request limits as a small ASGI middleware: body size (413 with a message) and sane paths (400).
+
+A path whose decoded form holds a NUL or another control character never names a file or a
+route; it is refused here, before a handler can pass it to the file system (where a NUL raises
+ValueError, a 500).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ class BodySizeLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if _bad_path(scope.get("path", "")):
+            return await self._reject(send, 0, "request path contains a control character (e.g. %00)", 400)
         limit = self.max_bytes
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -46,3 +53,7 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+def _bad_path(path: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)

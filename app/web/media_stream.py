@@ -80,24 +80,39 @@ class _StreamShell:
         self.call: LiveCall | None = None
         self.reason = "caller disconnected without stop"
         self.warnings = 0
+        self.kinds: dict[str, int] = {}
+        self.journaled: set[str] = set()
         self._closed = False
+        self._closing: asyncio.Future | None = None
+        self._send_dead = False
         self.greet_pending = False
         self._timer: asyncio.TimerHandle | None = None
 
     async def send(self, text: str) -> None:
-        if not self._closed and self.ws.application_state == WebSocketState.CONNECTED:
+        if not self._closed and not self._send_dead and self.ws.application_state == WebSocketState.CONNECTED:
             try:
                 await self.ws.send_text(text)
             except (WebSocketDisconnect, RuntimeError, OSError):
-                self._closed = True
+                # The client is closing (e.g. Twilio's close right after `stop`): stop sending, but
+                # keep reading what it already sent — the `stop` may still be in the queue.
+                self._send_dead = True
 
     async def close(self, code: int, reason: str) -> None:
+        """Start the close handshake and return at once. The read loop goes on reading (and
+        dropping) what the client still sends until its close frame arrives: a client that was
+        mid-flood would otherwise stall the handshake behind the full receive queue until the
+        WebSocket layer's close timeout."""
         if self._closed:
             return
         self._closed = True
+        if code == 1001 and self.call is not None and not self.call.end_reason:
+            self.reason = "server shutdown"
+        self._closing = asyncio.ensure_future(self._send_close(code, reason[:120]))
+
+    async def _send_close(self, code: int, reason: str) -> None:
         try:
-            await self.ws.close(code=code, reason=reason[:120])
-        except (RuntimeError, OSError):
+            await self.ws.close(code=code, reason=reason)
+        except Exception:  # the client is gone already
             pass
 
     def _arm(self, seconds: float, reason: str, code: int, message: str) -> None:
@@ -122,6 +137,11 @@ class _StreamShell:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            if self._closing is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._closing), 15)
+                except (Exception, asyncio.CancelledError):
+                    pass
 
     async def _run(self) -> None:
         limit = self.services.settings.max_ws_message_bytes
@@ -134,46 +154,56 @@ class _StreamShell:
                 code = msg.get("code")
                 if self.call is not None and self.call.end_reason:
                     self.reason = self.call.end_reason
+                elif self._closed:
+                    pass  # we closed it, and self.reason says why
                 elif code in (1001, 1012):  # our server is going away (SIGTERM)
                     self.reason = "server shutdown"
-                elif code == 1009:  # the WebSocket layer refused a message over ws_max_size
-                    self.reason = "message too large"
-                    log.warning("stream %s: closed with 1009, a message exceeded MAX_WS_MESSAGE_BYTES=%d",
-                                self.call.sid if self.call else "(before start)", limit)
                 return
+            if self._closed:
+                continue  # closing: drain until the client's close frame
             data = msg.get("text")
             if data is None:
                 data = msg.get("bytes") or b""
             if len(data) > limit:
                 self.reason = "message too large"
                 await self.close(1009, f"message of {len(data)} bytes exceeds MAX_WS_MESSAGE_BYTES={limit}")
-                return
+                continue
             try:
                 event = self.proto.receive(data)
             except ProtocolWarning as w:
                 self.warnings += 1
-                first = self.call.warn(w.kind, str(w)) if self.call else self.warnings == 1
-                if first:
+                if self._first_of_kind(w):
                     log.warning("stream %s: skipped a bad message (%s); further ones of this kind are counted",
                                 self.call.sid if self.call else "(before start)", w)
                 if self.warnings > MAX_WARNINGS:
+                    log.warning("stream %s: more than %d invalid messages; closing",
+                                self.call.sid if self.call else "(before start)", MAX_WARNINGS)
                     self.reason = "too many invalid messages"
                     await self.close(1008, f"more than {MAX_WARNINGS} invalid messages")
-                    return
                 continue
             except ProtocolError as e:
                 log.warning("stream %s: protocol error, closing (%s)", self.call.sid if self.call else "-", e)
                 self.reason = f"protocol error: {e}"
                 await self.close(e.close_code, str(e))
-                return
+                continue
             except Exception as e:  # a parser bug must cost this stream only, with a reason, not a traceback
                 log.error("stream %s: could not parse a message (%s); closing",
                           self.call.sid if self.call else "-", type(e).__name__)
                 self.reason = "internal error parsing a message"
                 await self.close(1011, "internal error parsing a message")
-                return
-            if not await self.dispatch(event):
-                return
+                continue
+            if not await self.dispatch(event) and not self._closed:
+                return  # stop: the caller hung up, Twilio closes the socket
+
+    def _first_of_kind(self, w: ProtocolWarning) -> bool:
+        """Count a skipped message; True the first time its kind is seen on this stream (log it then).
+        The first of each kind also goes into the call's journal."""
+        first = w.kind not in self.kinds
+        self.kinds[w.kind] = self.kinds.get(w.kind, 0) + 1
+        if self.call is not None and w.kind not in self.journaled:
+            self.journaled.add(w.kind)
+            self.call.recorder.event("warning", what=w.kind, message=str(w))
+        return first
 
     async def dispatch(self, ev: object) -> bool:
         """Handle one event; False ends the loop."""

@@ -92,7 +92,12 @@ async def status(request: Request, services: ServicesDep) -> Response:
         raise ApiError(400, "CallSid form field missing or invalid: expected 'CA' followed by 32 lowercase hex digits")
     d = services.store.calls_dir / sid
     if d.is_dir() and (d / "journal.jsonl").exists():
-        keep = {k: params[k] for k in ("CallStatus", "CallDuration", "Timestamp", "SequenceNumber", "SipResponseCode")
-                if k in params}
-        append_once(d / "status.jsonl", "status", **keep)
+        # Only these fields are kept: never the caller's or the called number.
+        keep = {k: params[k][:64] for k in ("CallStatus", "CallDuration", "Timestamp", "SequenceNumber",
+                                            "SipResponseCode") if k in params}
+        try:
+            append_once(d / "status.jsonl", "status", **keep)
+        except OSError as exc:  # e.g. a full disk: say so (Twilio logs the 503), keep serving
+            log.error("call %s: could not store the status callback (%s)", sid, exc.strerror or type(exc).__name__)
+            raise ApiError(503, f"could not store the status callback: {exc.strerror or type(exc).__name__}")
     return Response(status_code=204)
