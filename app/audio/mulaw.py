@@ -6,7 +6,16 @@ library in Python 3.13). μ-law silence is 0xFF (and 0x7F, "negative zero"); PCM
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+try:  # C speed where available: stdlib on 3.11/3.12, the `audioop-lts` package on 3.13+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop as _audioop
+except ImportError:  # pragma: no cover - then the numpy table below does the work
+    _audioop = None
 
 __all__ = ["ULAW_SILENCE", "decode", "decode_bytes", "encode", "float_to_ulaw"]
 
@@ -43,9 +52,18 @@ def decode(payload: bytes) -> np.ndarray:
     return _DECODE[np.frombuffer(payload, np.uint8)]
 
 
-def decode_bytes(payload: bytes) -> bytes:
-    """μ-law bytes → little-endian int16 PCM bytes."""
+def _decode_bytes_numpy(payload: bytes) -> bytes:
     return _DECODE[np.frombuffer(payload, np.uint8)].astype("<i2", copy=False).tobytes()
+
+
+def _decode_bytes_audioop(payload: bytes) -> bytes:
+    return _audioop.ulaw2lin(payload, 2)  # type: ignore[union-attr]
+
+
+# μ-law bytes → little-endian int16 PCM bytes (the per-frame hot path: 0.11 µs with audioop,
+# 1.6 µs with the numpy table; both are bit-exact, tests/unit/test_audio.py checks all 256 codes).
+decode_bytes = _decode_bytes_audioop if _audioop is not None and __import__("sys").byteorder == "little" \
+    else _decode_bytes_numpy
 
 
 def encode(samples: np.ndarray) -> bytes:

@@ -13,6 +13,7 @@ keeps each at its own level); stereo is caller left, assistant/other party right
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,10 @@ class TalkStats:
 
 
 class ConversationExporter:
-    """Encode masters → one conversation file, block by block. One thread at a time."""
+    """Encode masters → one conversation file, block by block.
+
+    Safe to call from several threads: a lock serialises advance/finish/abort, because an
+    encoder used from two threads at once corrupts its state (LAME aborts the whole process)."""
 
     def __init__(self, masters: tuple[Path, Path], out_path: Path, fmt: AudioFormat, *, channels: int = 1,
                  sample_rate: int = 8000, mp3_kbps: int | None = None, track_paths: tuple[Path, Path] | None = None):
@@ -76,11 +80,22 @@ class ConversationExporter:
                 self._tracks.append((sf.SoundFile(tp, "w", sample_rate, 1, **self.kwargs),
                                      StreamResampler(8000, sample_rate, 1)))
         self.closed = False
+        self._lock = threading.RLock()
 
     def advance(self, upto: int, last: bool = False) -> None:
         """Encode samples [done, upto)."""
+        with self._lock:
+            if self.closed:
+                raise RuntimeError("exporter already closed")
+            self._advance(upto, last)
+
+    def _advance(self, upto: int, last: bool) -> None:
         while self.done < upto:
             n = min(BLOCK, upto - self.done)
+            if not last and n % _FRAME:  # whole 20 ms frames, so talk-time stats see every frame
+                n -= n % _FRAME
+                if n == 0:
+                    break
             a = read_block(self._fds[0], self.done, n)
             b = read_block(self._fds[1], self.done, n)
             self.talk.add(a, b)
@@ -101,8 +116,9 @@ class ConversationExporter:
 
     def finish(self, total: int) -> Path:
         """Encode the rest, close, and move the file into place."""
-        self.advance(total, last=True)
-        self._close_files()
+        with self._lock:
+            self._advance(total, last=True)
+            self._close_files()
         os.replace(self.partial, self.out_path)
         if self.track_paths:
             for p in self.track_paths:
@@ -110,7 +126,8 @@ class ConversationExporter:
         return self.out_path
 
     def abort(self) -> None:
-        self._close_files()
+        with self._lock:
+            self._close_files()
         for p in [self.partial] + [Path(str(t) + ".partial") for t in (self.track_paths or ())]:
             try:
                 os.unlink(p)

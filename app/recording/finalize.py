@@ -23,9 +23,13 @@ from app.recording.store import CallStore
 from app.recording.summary import iso, latency_stats, summary_text, transcript_lines
 from app.recording.track import repair_header, track_samples
 
-__all__ = ["ExportOptions", "finalize_call", "make_exporter", "chosen_format"]
+__all__ = ["ExportOptions", "FinalizeIncomplete", "finalize_call", "make_exporter", "chosen_format"]
 
 log = logging.getLogger("callscribe.finalize")
+
+
+class FinalizeIncomplete(RuntimeError):
+    """The call's files could not all be written; it stays unfinished for a later attempt."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,11 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
     import json
 
     _write_atomic(store.output(sid, "json"), json.dumps(result, indent=2, default=str) + "\n")
+    if opts.record_audio and exported is None:
+        # No audio could be written (e.g. a full disk): the call is not done. Its masters and
+        # journal stay, without the finalized marker, so the next start (or `callscribe recover`)
+        # exports it once there is room.
+        raise FinalizeIncomplete(f"call {sid}: no conversation audio could be written; masters kept in {d}")
     (d / "finalized").write_text(iso(time.time()) + "\n")
     if not opts.record_audio or (not opts.keep_masters and exported is not None and not audio.get("error")):
         for m in masters:

@@ -83,6 +83,8 @@ class LiveCall:
         self._format_mtime = store.format_mtime(self.sid)
         self._export_busy: asyncio.Future | None = None
         self._export_task: asyncio.Task | None = None
+        self._export_kick = asyncio.Event()
+        self._kick_at = int(export_interval_s * 8000 * 2)  # samples of unexported stream time
         self._marks_pending: list[str] = []
         self.recorder.event("start", call_sid=self.sid, stream_sid=self.stream_sid, account_sid=start.account_sid,
                             mode=mode, tracks=list(start.tracks),
@@ -101,8 +103,14 @@ class LiveCall:
             self._export_task = asyncio.get_running_loop().create_task(self._export_loop())
 
     async def _export_loop(self) -> None:
+        # Ticks every export_interval_s of wall time, and sooner when the stream clock has run
+        # ahead (a replay faster than real time): what is left at hang-up stays small either way.
         while not self.ended:
-            await asyncio.sleep(self.export_interval_s)
+            try:
+                await asyncio.wait_for(self._export_kick.wait(), self.export_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._export_kick.clear()
             if self.ended:
                 break
             await self._advance_export()
@@ -127,6 +135,8 @@ class LiveCall:
         self._export_busy = loop.run_in_executor(self.executor, exporter.advance, settled)
         try:
             await self._export_busy
+        except asyncio.CancelledError:
+            raise  # call ending: finish() waits for this advance on the exporter's lock
         except Exception as exc:
             log.error("call %s: incremental export failed (%s); will retry at hang-up", self.sid, type(exc).__name__)
             self._exporter = None
@@ -162,6 +172,10 @@ class LiveCall:
         for track, start, pcm in self.recorder.on_media(ev.track, ev.timestamp, ev.payload):
             if track == "inbound" and self.agent is not None:
                 self.agent.feed_caller_audio(np.frombuffer(pcm, "<i2"), start)
+        exporter = self._exporter
+        if exporter is not None and self._export_busy is None \
+                and self.recorder.stream_samples - exporter.done > self._kick_at + self.recorder.clock.window:
+            self._export_kick.set()
         if self.recorder.stream_samples >= self.max_call_seconds * 8000 and not self.ended:
             self.end_reason = "longest call reached"
         if self.events is not None and self.chunk_samples:

@@ -19,6 +19,7 @@ def test_ulaw_tables_match_audioop_bit_for_bit():
         audioop = pytest.importorskip("audioop")
     all_codes = bytes(range(256))
     assert mulaw.decode_bytes(all_codes) == audioop.ulaw2lin(all_codes, 2)
+    assert mulaw._decode_bytes_numpy(all_codes) == audioop.ulaw2lin(all_codes, 2)  # the fallback too
     pcm = np.arange(-32768, 32768, dtype=np.int16)
     assert mulaw.encode(pcm) == audioop.lin2ulaw(pcm.astype("<i2").tobytes(), 2)
 
