@@ -1,0 +1,98 @@
+"""The bare baseline: a FastAPI WebSocket endpoint that only parses each Twilio message and counts.
+
+Same stack and settings as `callscribe serve` (uvicorn, ws="websockets", 64 KiB max message, INFO
+logging), same `POST /voice` → TwiML-with-token step, so the load generator treats both servers
+alike. Per frame it does `json.loads`, a count and the lateness probe (bench/probe.py). Nothing is
+decoded, placed, written or encoded: the ceiling of this endpoint is what the socket stack alone
+allows on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import json
+import secrets
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import probe  # noqa: E402
+import uvicorn  # noqa: E402
+from fastapi import FastAPI, Request, Response, WebSocket  # noqa: E402
+
+app = FastAPI()
+COUNTS: dict[str, dict[str, int]] = {}
+LIVE = {"n": 0}
+
+
+@app.get("/healthz")
+async def healthz() -> dict:
+    return {"status": "ok", "live_calls": LIVE["n"]}
+
+
+@app.post("/voice")
+async def voice(request: Request) -> Response:
+    form = await request.form()
+    sid = str(form.get("CallSid", ""))
+    token = secrets.token_hex(16)
+    body = ('<?xml version="1.0" encoding="UTF-8"?><Response><Start><Stream url="ws://%s/media-stream" '
+            'name="callscribe" track="both_tracks"><Parameter name="token" value="%s" />'
+            '<Parameter name="callSid" value="%s" /></Stream></Start><Dial>+15005550006</Dial></Response>'
+            % (request.url.netloc, token, sid))
+    return Response(body, media_type="text/xml")
+
+
+@app.get("/stats")
+async def stats() -> dict:
+    return {"counts": COUNTS, "live": LIVE["n"]}
+
+
+@app.get("/bench/lat")
+async def lat(reset: int = 0) -> dict:
+    return probe.stats(bool(reset))
+
+
+@app.websocket("/media-stream")
+async def media_stream(ws: WebSocket) -> None:
+    await ws.accept()
+    LIVE["n"] += 1
+    sid = None
+    t0 = None
+    counts = {"inbound": 0, "outbound": 0}
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            ev = json.loads(msg.get("text") or "{}")
+            kind = ev.get("event")
+            if kind == "media":
+                m = ev["media"]
+                counts[m["track"]] += 1
+                if t0 is not None:
+                    probe.record(t0, int(m["timestamp"]))
+            elif kind == "start":
+                sid = ev["start"]["callSid"]
+                v = ev["start"].get("customParameters", {}).get("bench_t0")
+                t0 = float(v) if v else None
+                COUNTS[sid] = counts
+            elif kind == "stop":
+                break
+        await ws.close()
+    finally:
+        LIVE["n"] -= 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    args = ap.parse_args()
+    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=64 * 1024, timeout_graceful_shutdown=20,
+                log_level="info", proxy_headers=True, forwarded_allow_ips="127.0.0.1", ws=os.environ.get("BENCH_WS_IMPL", "websockets"))  # override: experiments only
+
+
+if __name__ == "__main__":
+    main()
