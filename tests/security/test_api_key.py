@@ -92,7 +92,7 @@ async def test_downloads_never_serve_a_file_outside_this_calls_outputs(recorded,
         f + f"call_{other}.json", f"/calls/{other}/files/call_{sid}.json",  # another call's file
         f + f"call_{sid}_evil.txt", f + f"call_{sid}_passwd.txt",  # symlinks out of responses/
         f + f"call_{sid}.json.", f + f"call_{sid}", f + f"call_{sid}_conversation.wav.partial",
-        f"/calls/..%2F..%2Fetc/files/passwd", f"/calls/%2e%2e/files/passwd", f"/calls/{sid.upper()}/files/x",
+        "/calls/..%2F..%2Fetc/files/passwd", "/calls/%2e%2e/files/passwd", f"/calls/{sid.upper()}/files/x",
         f"/calls/{sid}/../../../etc/passwd", f"/calls/{sid}%2F..%2F..%2Fetc/files/passwd",
     ]
     for target in targets:

@@ -361,7 +361,7 @@ async def test_a_second_start_closes_1002_and_keeps_the_first_calls_audio(server
         closed = await s.closed()
         assert closed.code == 1002 and "got start" in closed.reason, closed
         assert good.running()
-        out = await _finish(s, server, model, "protocol error")
+        await _finish(s, server, model, "protocol error")
     assert not (server.responses / ".calls" / other).exists()
     assert_healthy(server)
 

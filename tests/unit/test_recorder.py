@@ -118,7 +118,6 @@ def test_assistant_audio_is_placed_at_playback_time_and_clear_cuts_the_unheard_p
     x = read(rec, "outbound")
     assert (x[1600:4000] == level(1000)).all()
     assert (x[4000:] == 0).all()
-    s3 = CallRecorder  # noqa: F841  (recorder closed: nothing more is written)
 
 
 def test_listen_mode_places_both_tracks_on_one_clock(rec):
