@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from app.agent.http import auth_headers, endpoint
 from app.agent.errors import ProviderError
 from app.agent.interfaces import Message
 from app.agent.sentences import SentenceBuffer
@@ -69,7 +70,7 @@ class ChatResponder:
         timeout: float = 30.0,
     ) -> None:
         self.client = client
-        self.url = base_url.rstrip("/") + "/v1/chat/completions"
+        self.url = endpoint(base_url, "/v1/chat/completions")
         self.api_key = api_key
         self.model = model
         self.system_prompt = system_prompt
@@ -101,7 +102,7 @@ class ChatResponder:
     async def reply(self, history: list[Message], caller_text: str) -> AsyncIterator[str]:
         self.ends_call = False
         body = {"model": self.model, "messages": self._messages(history, caller_text), "stream": True}
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = auth_headers(self.api_key)
         buffer = SentenceBuffer()
         said: list[str] = []
         try:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from app.agent.http import auth_headers, endpoint
 from app.agent.errors import ModelIntegrityError, ProviderError
 from app.audio.resample import resample
 
@@ -167,7 +168,7 @@ class OpenAISTT:
         timeout: float = 30.0,
     ) -> None:
         self.client = client
-        self.url = base_url.rstrip("/") + "/v1/audio/transcriptions"
+        self.url = endpoint(base_url, "/v1/audio/transcriptions")
         self.api_key = api_key
         self.model = model
         self.language = language
@@ -177,7 +178,7 @@ class OpenAISTT:
         data = {"model": self.model, "response_format": "json"}
         if self.language:
             data["language"] = self.language
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = auth_headers(self.api_key)
         try:
             resp = await self.client.post(
                 self.url,

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from app.agent.http import auth_headers, endpoint
 from app.agent.errors import ProviderError
 from app.agent.sentences import split_sentences
 from app.audio.mulaw import float_to_ulaw
@@ -212,7 +213,7 @@ class OpenAITTS:
         timeout: float = 30.0,
     ) -> None:
         self.client = client
-        self.url = base_url.rstrip("/") + "/v1/audio/speech"
+        self.url = endpoint(base_url, "/v1/audio/speech")
         self.api_key = api_key
         self.model = model
         self.voice = voice
@@ -221,7 +222,7 @@ class OpenAITTS:
 
     async def stream(self, text: str) -> AsyncIterator[bytes]:
         body = {"model": self.model, "input": text, "voice": self.voice, "response_format": "pcm"}
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = auth_headers(self.api_key)
         resampler = StreamResampler(self.SOURCE_RATE, 8000)
         carry = b""
         pending: list[np.ndarray] = []

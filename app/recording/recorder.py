@@ -35,7 +35,6 @@ TRACKS = ("inbound", "outbound")
 @dataclass
 class TrackStats:
     frames: int = 0
-    samples: int = 0
     dropped_duplicate: int = 0
     write_errors: int = 0
 

@@ -19,17 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Placement", "StreamClock", "HoleTracker"]
+__all__ = ["StreamClock", "HoleTracker"]
 
 _CONFIRM = 5
 _MAX_HOLES = 512
-
-
-@dataclass
-class Placement:
-    start: int  # sample index on the call timeline
-    clip_start: int = 0  # samples of the frame to skip (already filled)
-    clip_end: int | None = None
 
 
 class HoleTracker:
