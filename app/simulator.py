@@ -17,6 +17,14 @@ What it does, in the order Twilio does it (see ``shared/reference/twilio-media-s
    marks drained 160 bytes per 20 ms slot into ``SimResult.heard`` at index ``stream_ms * 8``.
 5. ``POST {base_url}/status`` with ``CallStatus=completed``.
 
+When the caller speaks and hangs up: ``SimConfig.speak_at_s`` / ``tail_s`` give fixed times;
+``None`` makes the caller behave like a person on a real line (what ``callscribe simulate``
+does by default): it listens to the greeting before its audio starts, and after its audio it
+keeps the line open — sending silence, as a phone line does — until the assistant has finished
+speaking (``wait_verdict``: nothing left in the playback buffer and nothing new for ``quiet_s``,
+on the stream and the wall clock), at most ``max_wait_s`` each time. ``wait_for_call_files``
+then polls ``GET /calls/{sid}`` until the server has written the call's files.
+
 Reaching a local server: Twilio only connects to ``wss://``. When ``base_url`` is plain
 ``http://`` and the TwiML stream URL has the same host and port, the socket is opened with
 ``ws://`` instead (as a TLS-terminating proxy would); ``SimConfig.stream_url`` overrides the
@@ -43,6 +51,7 @@ import math
 import os
 import secrets
 import sys
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -71,6 +80,9 @@ __all__ = [
     "load_wav_8k",
     "add_arguments",
     "main_from_args",
+    "wait_verdict",
+    "wait_for_call_files",
+    "FilesNotReady",
 ]
 
 RATE = 8000
@@ -100,8 +112,15 @@ class SimConfig:
     base_url: str  # e.g. http://127.0.0.1:8000 — where /voice and /status are
     caller_audio: np.ndarray | None  # the caller's voice (inbound track); None = silence
     outbound_audio: np.ndarray | None = None
-    duration_s: float | None = None
-    tail_s: float = 1.0
+    duration_s: float | None = None  # total call length: the call ends then, whatever the waits say
+    # After the caller's audio: seconds of silence before hanging up; None = wait like a caller
+    # who listens to the end: until the assistant has finished speaking (see ``wait_verdict``).
+    tail_s: float | None = 1.0
+    # When the caller's audio starts (stream seconds after the first frame); None = once the
+    # assistant's greeting has finished (the same rule). Listen mode has no greeting: 0.
+    speak_at_s: float | None = 0.0
+    quiet_s: float = 2.0  # "finished": nothing left to play and the line quiet this long
+    max_wait_s: float = 30.0  # cap on each wait (stream seconds)
     speed: float = 1.0
     auth_token: str | None = None
     call_sid: str | None = None  # default: random "CA" + 32 hex
@@ -159,6 +178,10 @@ class SimResult:
     warnings: list[str] = field(default_factory=list)  # one line per kind, with a count
     warning_counts: dict[str, int] = field(default_factory=dict)
     stream_duration_ms: int = 0  # stream clock at hang-up
+    speech_start_ms: int | None = None  # stream ms of the caller audio's first frame
+    speech_end_ms: int | None = None  # stream ms just after its last frame
+    # ("greeting" | "tail", stream ms waited, "quiet" | "max-wait" | "closed"): each wait for the assistant
+    waits: list[tuple[str, int, str]] = field(default_factory=list)
     voice_status: int = 0
     status_callback_status: int | None = None
 
@@ -272,6 +295,46 @@ def _stream_target(twiml_url: str, base_url: str, override: str | None, warn: Ca
     return urlunsplit(parts)
 
 
+# --------------------------------------------------------------------------- waiting for the assistant
+
+
+def wait_verdict(
+    now_ms: float,
+    now_wall: float,
+    *,
+    start_ms: float,
+    start_wall: float,
+    last_ms: float,
+    last_wall: float,
+    playing: bool,
+    quiet_s: float,
+    max_wait_s: float,
+) -> str:
+    """Has the assistant finished speaking, for a caller who started waiting at ``start_*``?
+
+    ``last_*`` is the last sign of the assistant (audio or a mark arriving, audio playing),
+    on the stream clock (ms) and the wall clock (s); ``playing`` is whether the caller's
+    playback buffer still holds audio or marks. Returns
+
+    - ``"quiet"``: nothing left to play and nothing new for ``quiet_s`` on *both* clocks —
+      the stream clock because the server detects the end of a turn from the stream, the
+      wall clock because it needs real time to transcribe and synthesise whatever the speed;
+    - ``"max-wait"``: ``max_wait_s`` of stream time since the wait began (the caller gives up);
+    - ``"idle"``: quiet on the stream clock but not yet on the wall clock — the server may be
+      thinking, so the caller's line should run at real time (it is silence anyway);
+    - ``"waiting"``: keep going at the call's speed.
+    """
+    since_ms = now_ms - max(start_ms, last_ms)
+    since_wall = now_wall - max(start_wall, last_wall)
+    if not playing and since_ms >= quiet_s * 1000 and since_wall >= quiet_s:
+        return "quiet"
+    if now_ms - start_ms >= max_wait_s * 1000:
+        return "max-wait"
+    if not playing and since_ms >= quiet_s * 1000:
+        return "idle"
+    return "waiting"
+
+
 # --------------------------------------------------------------------------- the stream session
 
 
@@ -295,11 +358,20 @@ class _Session:
         self.head_offset = 0
         self.fifo_bytes = 0
         self.pending_marks: dict[str, list[int]] = {}  # name → arrival stream ms (FIFO per name)
+        # The last sign of the assistant (audio or mark arriving, audio playing): stream ms, wall s.
+        self.activity_ms = float(self.now_ms)
+        self.activity_wall = 0.0
+        self.heard = np.zeros(0, np.int16)  # grows as the call goes on; index = stream ms * 8
 
     # ---- sending
 
     def _warn(self, kind: str, text: str) -> None:
         _warn(self.res, kind, text)
+
+    def _touch(self) -> None:
+        """The assistant did something now (see ``wait_verdict``)."""
+        self.activity_ms = float(self.now_ms)
+        self.activity_wall = asyncio.get_running_loop().time()
 
     async def _send(self, build: Callable[[int], dict[str, Any]] | dict[str, Any], numbered: bool = True) -> bool:
         """Send one message; ``build(seq)`` gets the next sequence number. False once closed."""
@@ -425,7 +497,21 @@ class _Session:
 
     # ---- the call clock
 
-    async def run_clock(self, inbound: bytes, outbound: bytes, n_slots: int, heard: np.ndarray) -> None:
+    def _ensure_heard(self, n: int) -> None:
+        if len(self.heard) < n:
+            grown = np.zeros(max(n, 2 * len(self.heard)), np.int16)
+            grown[: len(self.heard)] = self.heard
+            self.heard = grown
+
+    async def run_clock(self, inbound: bytes, outbound: bytes, total_slots: int | None) -> None:
+        """Stream the call: an optional lead before the caller's audio, the audio, a tail.
+
+        The lead is ``cfg.speak_at_s`` or, when None, a wait for the greeting; the tail is
+        ``cfg.tail_s`` or, when None, a wait for the assistant to finish (``wait_verdict``).
+        ``total_slots`` (from ``cfg.duration_s``) ends the call at a fixed length instead.
+        The caller's track is silence outside its audio; in listen mode the outbound track is
+        not shifted (it is the other party, not the caller waiting to speak).
+        """
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         gap_slots: set[int] = set()
@@ -440,43 +526,125 @@ class _Session:
         send_in = "inbound" in self.res.tracks
         send_out = "outbound" in self.res.tracks
         silence = bytes([ULAW_SILENCE]) * FRAME_BYTES
-        t0 = loop.time()
-        period = FRAME_MS / 1000 / cfg.speed if cfg.speed > 0 else 0.0
-        for k in range(n_slots):
-            if self.closed:
+        audio_slots = math.ceil(max(len(inbound), len(outbound) if not self.bidirectional else 0) / FRAME_BYTES)
+        speak_at = cfg.speak_at_s if cfg.speak_at_s is not None else (None if self.bidirectional else 0.0)
+        lead_slots = None if speak_at is None else max(0, round(speak_at * 1000 / FRAME_MS))
+        tail_slots = None if cfg.tail_s is None else max(0, math.ceil(cfg.tail_s * 1000 / FRAME_MS - 1e-9))
+        if total_slots is not None:
+            tail_slots = total_slots  # a fixed length: the call ends there, not after a tail
+        speed_period = FRAME_MS / 1000 / cfg.speed if cfg.speed > 0 else 0.0
+
+        phase = "lead"
+        speech_k0 = tail_k0 = 0
+        wait: tuple[int, float, float] | None = None  # (slot, stream ms, wall s) where a wait began
+        self.activity_wall = loop.time()
+        due = loop.time()  # wall time slot k is due; advanced per slot, so no drift
+        period = speed_period
+        k = 0
+        while not self.closed:
+            if total_slots is not None and k >= total_slots:
                 break
+            verdict = "waiting"
+            if phase == "lead":
+                if lead_slots is None:
+                    if wait is None:
+                        wait = (k, float(self.now_ms), loop.time())
+                    verdict = self._verdict(wait, loop.time())
+                    if verdict in ("quiet", "max-wait"):
+                        self._end_wait("greeting", wait, verdict)
+                        phase, wait = "speak", None
+                elif k >= lead_slots:
+                    phase = "speak"
+                if phase == "speak":
+                    speech_k0 = k
+                    self.res.speech_start_ms = cfg.first_timestamp_ms + FRAME_MS * k
+            if phase == "speak" and k - speech_k0 >= audio_slots:
+                phase, tail_k0 = "tail", k
+                self.res.speech_end_ms = cfg.first_timestamp_ms + FRAME_MS * k
+            if phase == "tail":
+                if tail_slots is not None:
+                    if k - tail_k0 >= tail_slots:
+                        break
+                else:
+                    if wait is None:
+                        wait = (k, float(self.now_ms), loop.time())
+                    verdict = self._verdict(wait, loop.time())
+                    if verdict in ("quiet", "max-wait"):
+                        self._end_wait("tail", wait, verdict)
+                        wait = None
+                        break
+            # Pacing: the call's speed, except real time while the line is idle and the server
+            # may be thinking (wait_verdict "idle"). A change of pace re-anchors the deadline.
+            new_period = FRAME_MS / 1000 if (verdict == "idle" and (cfg.speed == 0 or cfg.speed > 1)) else speed_period
+            if new_period != period:
+                period = new_period
+                due = max(due, loop.time())
             if period:
-                delay = t0 + k * period - loop.time()
+                delay = due - loop.time()
                 await asyncio.sleep(delay if delay > 0 else 0)
             else:
                 await asyncio.sleep(0)
+            due += period
             if self.closed:
                 break
             ts = cfg.first_timestamp_ms + FRAME_MS * k
             pos = ts * RATE // 1000
-            a, b = k * FRAME_BYTES, (k + 1) * FRAME_BYTES
+            self._ensure_heard(pos + FRAME_BYTES)
             # 1. what the caller hears during [ts, ts+20)
             if self.bidirectional:
-                reached = self._play_slot(heard, pos)
+                playing = self.fifo_bytes > 0
+                reached = self._play_slot(self.heard, pos)
                 self.now_ms = ts + FRAME_MS
+                if playing:
+                    self._touch()
                 for name in reached:
                     await self._echo_mark(name, cleared=False)
             else:
-                out_frame = outbound[a:b]
+                a = k * FRAME_BYTES
+                out_frame = outbound[a : a + FRAME_BYTES]
                 if out_frame:
-                    heard[pos : pos + len(out_frame)] = ulaw_decode(out_frame)
+                    self.heard[pos : pos + len(out_frame)] = ulaw_decode(out_frame)
                 self.now_ms = ts + FRAME_MS
             # 2. the frames Twilio captured during that slot
             if k not in gap_slots:
                 if send_in:
-                    frame = inbound[a:b]
+                    frame = b""
+                    if phase == "speak":
+                        a = (k - speech_k0) * FRAME_BYTES
+                        frame = inbound[a : a + FRAME_BYTES]
                     await self._send_media("inbound", ts, frame + silence[len(frame) :])
                 if send_out:
-                    frame = outbound[a:b]
+                    a = k * FRAME_BYTES
+                    frame = outbound[a : a + FRAME_BYTES]
                     await self._send_media("outbound", ts, frame + silence[len(frame) :])
             for digit in dtmf_at.get(k, ()):
                 await self._send_dtmf(digit)
+            k += 1
+        if wait is not None:  # the server hung up (or the fixed length ran out) while we waited
+            self._end_wait("greeting" if phase == "lead" else "tail", wait, "closed" if self.closed else "duration")
         self.res.stream_duration_ms = self.now_ms
+
+    def _verdict(self, wait: tuple[int, float, float], now_wall: float) -> str:
+        return wait_verdict(
+            self.now_ms,
+            now_wall,
+            start_ms=wait[1],
+            start_wall=wait[2],
+            last_ms=self.activity_ms,
+            last_wall=self.activity_wall,
+            playing=bool(self.fifo),
+            quiet_s=self.cfg.quiet_s,
+            max_wait_s=self.cfg.max_wait_s,
+        )
+
+    def _end_wait(self, what: str, wait: tuple[int, float, float], how: str) -> None:
+        waited = int(self.now_ms - wait[1])
+        self.res.waits.append((what, waited, how))
+        if how == "max-wait":
+            if what == "greeting":
+                self._warn("max-wait", f"the greeting was still going after --max-wait {self.cfg.max_wait_s:g} s; the caller spoke anyway")
+            else:
+                self._warn("max-wait", f"the assistant was still going after --max-wait {self.cfg.max_wait_s:g} s; the caller hung up anyway")
 
     # ---- receiving
 
@@ -532,6 +700,7 @@ class _Session:
             return
         if self.hangup:
             return  # the call is over; nothing plays any more
+        self._touch()
         if event == "media":
             media = msg.get("media")
             payload = media.get("payload") if isinstance(media, dict) else None
@@ -645,6 +814,10 @@ async def run_call(cfg: SimConfig) -> SimResult:
         raise SimulatorError("speed must be >= 0")
     if cfg.first_timestamp_ms < 0:
         raise SimulatorError("first_timestamp_ms must be >= 0")
+    for name in ("tail_s", "speak_at_s", "quiet_s", "max_wait_s", "duration_s"):
+        value = getattr(cfg, name)
+        if value is not None and not value >= 0:
+            raise SimulatorError(f"{name} must be >= 0, got {value}")
     base_url = cfg.base_url.rstrip("/")
     call_sid = cfg.call_sid or _new_sid("CA")
     account_sid = cfg.account_sid or _new_sid("AC")
@@ -692,13 +865,9 @@ async def run_call(cfg: SimConfig) -> SimResult:
         target = _stream_target(stream.url, base_url, cfg.stream_url, lambda k, t: _warn(res, k, t))
         res.connected_url = target
 
+        total_slots = None
         if cfg.duration_s is not None:
-            duration_ms = cfg.duration_s * 1000
-        else:
-            longest = max(len(inbound), len(outbound) if stream.mode == "listen" else 0)
-            duration_ms = longest / 8 + cfg.tail_s * 1000
-        n_slots = max(0, math.ceil(duration_ms / FRAME_MS - 1e-9))
-        heard = np.zeros((cfg.first_timestamp_ms + FRAME_MS * n_slots) * RATE // 1000, np.int16)
+            total_slots = max(0, math.ceil(cfg.duration_s * 1000 / FRAME_MS - 1e-9))
 
         ws_headers = dict(cfg.headers)
         if cfg.auth_token:
@@ -731,7 +900,7 @@ async def run_call(cfg: SimConfig) -> SimResult:
         receiver = asyncio.create_task(session.receive_loop())
         try:
             await session.send_connected_start()
-            await session.run_clock(inbound, outbound, n_slots, heard)
+            await session.run_clock(inbound, outbound, total_slots)
             if not session.closed:
                 if cfg.send_stop:
                     await session.send_stop()
@@ -756,7 +925,8 @@ async def run_call(cfg: SimConfig) -> SimResult:
 
         end_ms = session.now_ms
         res.stream_duration_ms = end_ms
-        res.heard = heard[: end_ms * RATE // 1000].copy()
+        heard = session.heard[: end_ms * RATE // 1000]
+        res.heard = np.concatenate([heard, np.zeros(end_ms * RATE // 1000 - len(heard), np.int16)])
         await _status_callback(client, cfg, res, base_url, end_ms)
     return res
 
@@ -849,18 +1019,50 @@ def _kv_arg(sep: str) -> Callable[[str], tuple[str, str]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``callscribe simulate``."""
+    """Flags of ``callscribe simulate`` (and its description and exit codes, unless the parser has its own)."""
+    if not parser.description:
+        parser.description = (
+            "Place one call against a running server, exactly as Twilio would. By default the caller listens to the "
+            "greeting, plays --wav, stays on the line until the assistant has finished its reply (at most --max-wait "
+            "s), hangs up, and waits until the server has written the call's files, then prints where they are."
+        )
+    if not parser.epilog:
+        parser.epilog = ("Exit status: 0 the call went through and its files are written; 1 the call could not be "
+                         "placed; 2 unreadable audio; 3 the files did not appear within --files-timeout.")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL where /voice and /status live (default %(default)s)")
     parser.add_argument("--wav", help="caller audio (inbound track), any rate/channels; default: silence")
     parser.add_argument("--wav-outbound", help="listen mode only: the other party's audio (outbound track)")
     parser.add_argument("--mode", choices=("auto", "connect", "listen"), default="auto", help="expected mode; auto = whatever the TwiML says")
     parser.add_argument("--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
-    parser.add_argument("--tail", type=float, default=1.0, help="seconds of silence after the audio before hanging up (default %(default)s)")
-    parser.add_argument("--duration", type=float, help="total call length in seconds (default: audio length + tail; 10 s without audio)")
+    parser.add_argument(
+        "--tail", type=float, default=None, metavar="SECONDS",
+        help="hang up this many seconds after the caller's audio ends (0 = right after speaking). Default: like a "
+             "caller who listens to the end — keep the line open (silence) until the assistant has finished "
+             "speaking: everything it sent has played and nothing new came for --quiet seconds; at most --max-wait",
+    )
+    parser.add_argument(
+        "--speak-at", type=float, default=None, metavar="SECONDS",
+        help="start the caller's audio this many seconds into the call (0 = at once, over the greeting). Default: "
+             "once the assistant's greeting has finished, by the same rule as the default --tail (listen mode: at once)",
+    )
+    parser.add_argument("--quiet", type=float, default=2.0, metavar="SECONDS",
+                        help="how long the line must stay quiet, with nothing left to play, for the assistant to count "
+                             "as finished (default %(default)s; it needs time to answer the caller's last words)")
+    parser.add_argument("--max-wait", type=float, default=30.0, metavar="SECONDS",
+                        help="wait at most this long for the greeting, and again at the end (default %(default)s)")
+    parser.add_argument("--duration", type=float,
+                        help="total call length in seconds: the call ends then, whatever --tail says "
+                             "(default: until the tail is over; 10 s without --wav)")
+    parser.add_argument("--files-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="after the call, wait this long for the server to have written the call's files "
+                             "(polls GET /calls/{sid}); exit 3 if they are not there by then. 0 = do not wait "
+                             "(default %(default)s)")
+    parser.add_argument("--api-key", default=None,
+                        help="the server's API_KEY, to ask it for the call's files (default: $API_KEY)")
     parser.add_argument("--auth-token", default=None, help="sign requests like Twilio (default: $TWILIO_AUTH_TOKEN; '' = unsigned)")
     parser.add_argument("--out", default="heard.wav", help="write what the caller heard here (8 kHz WAV; default %(default)s; '' to skip)")
     parser.add_argument("--call-sid", help="CallSid to use (default: random CA…)")
-    parser.add_argument("--dtmf", type=_dtmf_arg, default=[], help='key presses, e.g. "1.5:1,2.0:#" (connect mode only)')
+    parser.add_argument("--dtmf", type=_dtmf_arg, default=[], help='key presses at seconds into the call, e.g. "1.5:1,2.0:#" (connect mode only)')
     parser.add_argument("--gaps", type=_gaps_arg, default=[], help='frames not sent, e.g. "3.0:0.5" = a 0.5 s hole at 3 s')
     parser.add_argument("--no-stop", action="store_true", help="drop the socket at the end instead of sending stop")
     parser.add_argument("--no-status-callback", action="store_true", help="do not POST /status after the call")
@@ -878,8 +1080,87 @@ def _auth_token(args: argparse.Namespace) -> str | None:
     return token or None
 
 
+class FilesNotReady(RuntimeError):
+    """``wait_for_call_files`` gave up: the server did not show the call as finalised in time."""
+
+
+def _api_headers(headers: dict[str, str], api_key: str | None) -> dict[str, str]:
+    out = dict(headers)
+    if api_key:
+        out["X-API-Key"] = api_key
+    return out
+
+
+def wait_for_call_files(
+    base_url: str,
+    call_sid: str,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+    interval_s: float = 0.2,
+    transport: httpx.BaseTransport | None = None,
+) -> dict[str, Any]:
+    """Poll ``GET {base_url}/calls/{sid}`` until the call is ``finalized`` and its transcript complete.
+
+    Raises ``FilesNotReady`` with a message saying why: still live or being finalised when the
+    time ran out, unknown to the server, the API key missing or wrong, the server unreachable.
+    """
+    url = f"{base_url.rstrip('/')}/calls/{call_sid}"
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    with httpx.Client(timeout=10, trust_env=False, headers=headers or {}, transport=transport) as client:
+        while True:
+            try:
+                resp = client.get(url)
+            except httpx.HTTPError as exc:
+                last = f"GET {url} failed: {exc!r}"
+            else:
+                try:
+                    body = resp.json() if resp.status_code == 200 else {}
+                except ValueError:
+                    body = None
+                if resp.status_code == 200 and not isinstance(body, dict):
+                    last = "the answer is not a JSON object"
+                elif resp.status_code == 200:
+                    if body.get("state") == "finalized" and not body.get("transcript_pending"):
+                        return body  # the transcript of the last turns is written a moment after the audio
+                    last = (f"the call is still {body.get('state')!r}" if body.get("state") != "finalized"
+                            else "the transcript of the call's last turns is still being made")
+                elif resp.status_code in (401, 403):
+                    raise FilesNotReady(
+                        f"GET {url} → HTTP {resp.status_code}: the server wants its API key to show the call; "
+                        "pass --api-key (or set $API_KEY)"
+                    )
+                elif resp.status_code == 404:
+                    last = "the server does not know the call (HTTP 404)"
+                else:
+                    last = f"GET {url} → HTTP {resp.status_code}: {resp.text[:200]}"
+            if time.monotonic() >= deadline:
+                raise FilesNotReady(f"gave up waiting for the call's files after {timeout_s:g} s: {last}")
+            time.sleep(min(interval_s, max(0.0, deadline - time.monotonic())))
+
+
+def _print_files(base_url: str, body: dict[str, Any]) -> None:
+    result = body.get("result") or {}
+    files = result.get("files") or {}
+    names = [files[k] for k in ("conversation", "transcript", "summary", "json") if isinstance(files.get(k), str)]
+    names += [n for k in ("tracks", "turn_clips") for n in files.get(k, []) if isinstance(n, str)]
+    names += [n for n in (body.get("files") or {}) if n not in names]
+    path = (result.get("audio") or {}).get("path")
+    where = str(Path(path).parent) if path else None
+    print(f"call files:    {where + ' (on the server)' if where else 'on the server'}; "
+          f"each also at {base_url.rstrip('/')}/calls/{body.get('call_sid')}/files/<name>")
+    for n in names:
+        print(f"               {n}")
+
+
 def main_from_args(args: argparse.Namespace) -> int:
-    """Run one call from parsed ``simulate`` flags; print a summary; 0 on success."""
+    """Run one call from parsed ``simulate`` flags; print a summary.
+
+    Exit codes: 0 the call went through and the server has its files; 1 the call could not be
+    placed; 2 unreadable audio; 3 the call went through but its files did not appear in
+    ``--files-timeout`` seconds (or the server would not say).
+    """
     try:
         caller = load_wav_8k(args.wav) if args.wav else None
         outbound = load_wav_8k(args.wav_outbound) if getattr(args, "wav_outbound", None) else None
@@ -895,6 +1176,9 @@ def main_from_args(args: argparse.Namespace) -> int:
         outbound_audio=outbound,
         duration_s=duration,
         tail_s=args.tail,
+        speak_at_s=getattr(args, "speak_at", None),
+        quiet_s=getattr(args, "quiet", 2.0),
+        max_wait_s=getattr(args, "max_wait", 30.0),
         speed=args.speed,
         auth_token=_auth_token(args),
         call_sid=args.call_sid,
@@ -919,6 +1203,14 @@ def main_from_args(args: argparse.Namespace) -> int:
     print(f"stream sid:    {res.stream_sid}")
     print(f"mode:          {res.mode} (tracks {', '.join(res.tracks)})  stream {res.connected_url}")
     print(f"frames sent:   {res.frames_sent}  ({res.stream_duration_ms / 1000:.2f} s of stream time)")
+    if res.speech_start_ms is not None and (args.wav or getattr(args, "wav_outbound", None)):
+        end = f" to {res.speech_end_ms / 1000:.2f} s" if res.speech_end_ms is not None else ""
+        print(f"caller audio:  from {res.speech_start_ms / 1000:.2f} s{end} of stream time")
+    for what, waited, how in res.waits:
+        label = "the greeting" if what == "greeting" else "the assistant to finish"
+        outcome = {"quiet": "it had", "max-wait": "gave up (--max-wait)", "closed": "the call ended",
+                   "duration": "--duration ran out"}[how]
+        print(f"waited:        {waited / 1000:.2f} s for {label}: {outcome}")
     print(f"received:      {res.media_received_bytes} bytes of audio ({res.media_received_bytes / RATE:.2f} s)")
     print(f"marks:         {len(res.marks_echoed)} echoed, {len(res.marks_cleared)} of them by clear; clears: {res.clears}")
     ended = "server closed the socket" if res.closed_by_server else ("stop sent" if res.stop_sent else "socket dropped")
@@ -931,6 +1223,17 @@ def main_from_args(args: argparse.Namespace) -> int:
         out = Path(args.out)
         _write_wav_8k(out, res.heard)
         print(f"heard audio:   {out} ({len(res.heard) / RATE:.2f} s)")
+    timeout = getattr(args, "files_timeout", 0.0) or 0.0
+    if timeout <= 0:
+        return 0
+    api_key = args.api_key if getattr(args, "api_key", None) is not None else os.environ.get("API_KEY")
+    try:
+        body = wait_for_call_files(cfg.base_url, res.call_sid, headers=_api_headers(cfg.headers, api_key or None),
+                                   timeout_s=timeout)
+    except FilesNotReady as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return 3
+    _print_files(cfg.base_url, body)
     return 0
 
 

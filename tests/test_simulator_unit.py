@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -25,6 +28,7 @@ from websockets.datastructures import Headers
 from app.audio.mulaw import decode as ulaw_decode
 from app.audio.mulaw import encode as ulaw_encode
 from app.simulator import (
+    FilesNotReady,
     HandshakeError,
     SimConfig,
     SimResult,
@@ -34,6 +38,8 @@ from app.simulator import (
     main_from_args,
     parse_twiml,
     run_call,
+    wait_for_call_files,
+    wait_verdict,
 )
 from app.twilio.signature import validate
 
@@ -118,6 +124,17 @@ class FakeServer:
                 status, ctype, out = 200, "text/xml", self.twiml().encode()
             elif path == "/status":
                 status, ctype, out = 204, "text/plain", b""
+            elif path.startswith("/calls/") and method == "GET":
+                # GET /calls/{sid} as app/web/calls_api.py answers it; state from self.call_states
+                sid = path.rsplit("/", 1)[1]
+                states = self.state.setdefault("call_states", ["finalized"])
+                state = states.pop(0) if len(states) > 1 else states[0]
+                names = {"conversation": f"call_{sid}_conversation.mp3", "transcript": f"call_{sid}.txt",
+                         "summary": f"call_{sid}_summary.txt", "json": f"call_{sid}.json"}
+                result = {"files": names, "audio": {"path": f"/srv/responses/{names['conversation']}"}}
+                body = {"call_sid": sid, "state": state, "files": {n: f"/calls/{sid}/files/{n}" for n in names.values()},
+                        "result": result if state == "finalized" else {}}
+                status, ctype, out = 200, "application/json", json.dumps(body).encode()
             else:
                 status, ctype, out = 404, "text/plain", b"not found"
             reason = {200: "OK", 204: "No Content", 404: "Not Found"}[status]
@@ -580,7 +597,7 @@ def test_cli(tmp_path, capsys) -> None:
         parser = argparse.ArgumentParser()
         add_arguments(parser)
         args = parser.parse_args(
-            ["--url", server.base_url, "--wav", str(wav), "--speed", "0", "--tail", "0.2", "--out", str(out),
+            ["--url", server.base_url, "--wav", str(wav), "--speed", "0", "--speak-at", "0", "--tail", "0.2", "--out", str(out),
              "--dtmf", "0.1:5", "--auth-token", TOKEN, "--call-sid", "CA" + "a" * 32]
         )
         assert args.dtmf == [(0.1, "5")]
@@ -596,3 +613,268 @@ def test_cli(tmp_path, capsys) -> None:
         loop.call_soon_threadsafe(loop.stop)
         th.join(5)
         loop.close()
+
+
+# --------------------------------------------------------------------------- waiting for the assistant
+
+
+def verdict(now_ms: float, now_wall: float, *, last_ms: float = 0.0, last_wall: float = 0.0, playing: bool = False,
+            quiet_s: float = 1.5, max_wait_s: float = 30.0) -> str:
+    return wait_verdict(now_ms, now_wall, start_ms=0.0, start_wall=0.0, last_ms=last_ms, last_wall=last_wall,
+                        playing=playing, quiet_s=quiet_s, max_wait_s=max_wait_s)
+
+
+def test_wait_verdict_rules() -> None:
+    # quiet on both clocks, nothing to play → finished
+    assert verdict(1500, 1.5) == "quiet"
+    assert verdict(1499, 5.0) == "waiting"
+    # the stream is quiet but little wall time went by (a fast replay): the server may still be
+    # transcribing or synthesising → real-time idling, not a hang-up
+    assert verdict(1500, 0.2) == "idle"
+    # something still to play: never finished, however long the silence on the wire
+    assert verdict(9000, 9.0, playing=True) == "waiting"
+    # quiet counts from the last sign of the assistant, on each clock
+    assert verdict(3000, 3.0, last_ms=2000, last_wall=2.0) == "waiting"
+    assert verdict(3500, 3.5, last_ms=2000, last_wall=2.0) == "quiet"
+    assert verdict(3500, 3.0, last_ms=2000, last_wall=2.0) == "idle"
+    # activity before the wait began does not shorten it
+    assert wait_verdict(1000, 1.0, start_ms=0, start_wall=0, last_ms=-5000, last_wall=-5.0, playing=False,
+                        quiet_s=1.5, max_wait_s=30) == "waiting"
+    # the cap is stream time since the wait began; a quiet line wins over the cap
+    assert verdict(30000, 30.0, playing=True) == "max-wait"
+    assert verdict(30000, 30.0, last_ms=29000, last_wall=29.0) == "max-wait"
+    assert verdict(30000, 30.0) == "quiet"
+    assert verdict(29980, 30.0, playing=True) == "waiting"
+
+
+def reply_after_caller(delay_s: float, seconds: float = 1.0, freq: float = 1000.0) -> Handler:
+    """A server that answers the caller: `seconds` of tone + a mark, `delay_s` (wall) after the
+    first silent inbound frame that follows the caller's tone (its end of turn)."""
+
+    async def handler(server: FakeServer, ws: ServerConnection, msg: dict[str, Any]) -> None:
+        sid_of(server, msg)
+        if msg["event"] != "media" or server.state.get("answered"):
+            return
+        loud = base64.b64decode(msg["media"]["payload"]) != b"\xff" * 160
+        if loud:
+            server.state["heard_caller"] = True
+        elif server.state.get("heard_caller"):
+            server.state["answered"] = True
+
+            async def answer() -> None:
+                await asyncio.sleep(delay_s)
+                await send(ws, server, "media", media={"payload": base64.b64encode(ulaw_tone(seconds, freq)).decode()})
+                await send(ws, server, "mark", mark={"name": "reply"})
+
+            server.state["task"] = asyncio.create_task(answer())
+
+    return handler
+
+
+@pytest.mark.parametrize("speed", [10, 0])
+def test_default_tail_waits_for_the_reply_to_play_out(speed: float) -> None:
+    """The caller stays on the line (silence) until the late reply has been played to its end."""
+    server = FakeServer(handler=reply_after_caller(delay_s=0.3))
+    t0 = time.monotonic()
+    res = run(server, caller_audio=tone(0.5), tail_s=None, quiet_s=0.6, speed=speed)
+    wall = time.monotonic() - t0
+    assert res.marks_echoed == ["reply"] and res.marks_cleared == [] and res.stop_sent
+    (what, waited, how), = res.waits
+    assert (what, how) == ("tail", "quiet")
+    start = res.media_log[0][1]  # stream ms the reply started playing
+    reply = ulaw_decode(ulaw_tone(1.0))
+    pos = int(start * 8)
+    assert np.array_equal(res.heard[pos:pos + 8000], reply)  # all of it
+    # hung up after quiet_s of quiet following the reply (stream clock), not long after
+    assert res.stream_duration_ms - (start + 1000) >= 600
+    assert res.stream_duration_ms - (start + 1000) <= 600 + 1200
+    assert res.speech_end_ms == 120 + 500 and res.speech_start_ms == 120
+    # the tail is silence on the caller's track
+    media = server.events("media")
+    assert all(base64.b64decode(m["media"]["payload"]) == b"\xff" * 160 for m in media[25:])
+    assert wall < 4
+
+
+def test_default_tail_without_an_answer_is_quiet_s_and_real_time_when_fast() -> None:
+    server = FakeServer()
+    t0 = time.monotonic()
+    res = run(server, caller_audio=tone(0.2), tail_s=None, quiet_s=0.4, speed=0)
+    wall = time.monotonic() - t0
+    (what, waited, how), = res.waits
+    assert (what, how) == ("tail", "quiet")
+    # 0.4 s of stream goes by at once, then the line idles at real time until 0.4 s of wall time passed
+    assert 400 <= waited <= 400 + 400 + 200
+    assert 0.4 <= wall < 2.5
+
+
+def test_greeting_wait_then_speak() -> None:
+    async def handler(server: FakeServer, ws: ServerConnection, msg: dict[str, Any]) -> None:
+        sid_of(server, msg)
+        if msg["event"] == "start":  # a greeting of 1 s in two sentences, each with its mark
+            for name in ("g1", "g2"):
+                await send(ws, server, "media", media={"payload": base64.b64encode(ulaw_tone(0.5)).decode()})
+                await send(ws, server, "mark", mark={"name": name})
+
+    server = FakeServer(handler=handler)
+    res = run(server, caller_audio=tone(0.4, 300), speak_at_s=None, tail_s=0, quiet_s=0.3, speed=10)
+    assert res.waits[0][0] == "greeting" and res.waits[0][2] == "quiet"
+    assert res.marks_echoed == ["g1", "g2"] and res.marks_cleared == []
+    greeting_end = res.mark_log[-1][2]
+    # the caller began after the greeting played out and quiet_s of quiet, not over it: 0.3 s of
+    # stream at speed 10, then real-time idling until 0.3 s of wall time passed too (≤ 0.3 s more)
+    assert 300 <= res.speech_start_ms - greeting_end <= 300 + 300 + 200
+    media = server.events("media")
+    first_loud = next(m for m in media if base64.b64decode(m["media"]["payload"]) != b"\xff" * 160)
+    assert int(first_loud["media"]["timestamp"]) == res.speech_start_ms
+    assert res.speech_end_ms == res.speech_start_ms + 400
+    assert res.stream_duration_ms == res.speech_end_ms  # --tail 0
+    heard = res.heard[120 * 8:]
+    assert np.abs(heard[: 8000].astype(int)).max() > 1000  # the whole greeting was heard
+
+
+def test_listen_mode_defaults_start_at_once_and_end_after_quiet() -> None:
+    server = FakeServer(twiml=lambda s: listen_twiml(s.ws_url))
+    res = run(server, caller_audio=tone(0.4, 300), outbound_audio=tone(0.6, 900), speak_at_s=None, tail_s=None,
+              quiet_s=0.3, speed=0)
+    assert res.mode == "listen" and res.speech_start_ms == 120 and res.speech_end_ms == 120 + 600
+    assert [w[0] for w in res.waits] == ["tail"] and res.waits[0][2] == "quiet"
+    inbound = [m for m in server.events("media") if m["media"]["track"] == "inbound"]
+    assert base64.b64decode(inbound[0]["media"]["payload"]) != b"\xff" * 160  # the caller spoke at once
+    assert 300 <= res.stream_duration_ms - res.speech_end_ms <= 300 + 300 + 200
+
+
+def test_max_wait_caps_the_tail() -> None:
+    async def handler(server: FakeServer, ws: ServerConnection, msg: dict[str, Any]) -> None:
+        sid_of(server, msg)
+        if msg["event"] == "start":  # a monologue far longer than the caller will wait
+            await send(ws, server, "media", media={"payload": base64.b64encode(ulaw_tone(20.0)).decode()})
+
+    server = FakeServer(handler=handler)
+    res = run(server, caller_audio=tone(0.2), tail_s=None, max_wait_s=1.0, speed=0)
+    assert res.waits == [("tail", 1000, "max-wait")]
+    assert res.stream_duration_ms == 120 + 200 + 1000 and res.stop_sent
+    assert any("--max-wait" in w for w in res.warnings)
+
+
+def test_server_hangs_up_during_the_wait() -> None:
+    async def handler(server: FakeServer, ws: ServerConnection, msg: dict[str, Any]) -> None:
+        if msg["event"] == "media" and msg["media"]["chunk"] == "30":
+            await ws.close(1000, "goodbye")
+
+    server = FakeServer(handler=handler)
+    res = run(server, caller_audio=tone(0.2), tail_s=None, speed=10)
+    assert res.closed_by_server and not res.stop_sent
+    assert res.waits and res.waits[0][0] == "tail" and res.waits[0][2] == "closed"
+
+
+def test_duration_is_a_fixed_length_even_with_waits() -> None:
+    server = FakeServer()
+    res = run(server, caller_audio=tone(0.2), tail_s=None, duration_s=0.6, speed=0)
+    assert res.stream_duration_ms == 120 + 600 and res.frames_sent == 30
+
+
+# --------------------------------------------------------------------------- waiting for the call's files
+
+
+def mock_calls(answers: list[tuple[int, dict[str, Any] | str]], seen: list[httpx.Request]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(body, str):
+            return httpx.Response(status, text=body)
+        return httpx.Response(status, json=body)
+
+    return httpx.MockTransport(handle)
+
+
+SID = "CA" + "b" * 32
+
+
+def test_wait_for_call_files_polls_until_finalized() -> None:
+    seen: list[httpx.Request] = []
+    answers = [(404, {"error": "no call"}), (200, {"state": "live"}), (200, {"state": "unfinished"}),
+               (200, {"call_sid": SID, "state": "finalized", "result": {"files": {}}})]
+    body = wait_for_call_files("http://h:1/", SID, headers={"X-API-Key": "k"}, timeout_s=5, interval_s=0.01,
+                               transport=mock_calls(answers, seen))
+    assert body["state"] == "finalized" and len(seen) == 4
+    assert all(str(r.url) == f"http://h:1/calls/{SID}" and r.headers["x-api-key"] == "k" for r in seen)
+
+
+def test_wait_for_call_files_gives_up_and_says_why() -> None:
+    seen: list[httpx.Request] = []
+    t0 = time.monotonic()
+    with pytest.raises(FilesNotReady, match=r"gave up .* after 0.3 s: the call is still 'unfinished'"):
+        wait_for_call_files("http://h:1", SID, timeout_s=0.3, interval_s=0.05,
+                            transport=mock_calls([(200, {"state": "unfinished"})], seen))
+    assert 0.3 <= time.monotonic() - t0 < 2 and len(seen) >= 3
+    with pytest.raises(FilesNotReady, match="--api-key"):
+        wait_for_call_files("http://h:1", SID, timeout_s=5, transport=mock_calls([(401, {"error": "key"})], seen))
+    with pytest.raises(FilesNotReady, match="404"):
+        wait_for_call_files("http://h:1", SID, timeout_s=0.1, interval_s=0.05, transport=mock_calls([(404, "x")], seen))
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(FilesNotReady, match="ConnectError"):
+        wait_for_call_files("http://h:1", SID, timeout_s=0.1, interval_s=0.05, transport=httpx.MockTransport(down))
+
+
+@contextlib.contextmanager
+def served_in_thread(server: FakeServer) -> Iterator[FakeServer]:
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def serve_forever() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.__aenter__())
+        ready.set()
+        loop.run_forever()
+
+    th = threading.Thread(target=serve_forever, daemon=True)
+    th.start()
+    assert ready.wait(5)
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        th.join(5)
+        loop.close()
+
+
+def cli_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_defaults_wait_for_the_assistant_and_the_files(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("API_KEY", "the-key")
+    wav = tmp_path / "caller.wav"
+    sf.write(wav, tone(0.4), 8000, subtype="PCM_16")
+    args = cli_args("--wav", str(wav), "--out", str(tmp_path / "heard.wav"), "--speed", "10", "--quiet", "0.4")
+    assert args.tail is None and args.speak_at is None and args.max_wait == 30 and args.files_timeout == 60
+    server = FakeServer(handler=reply_after_caller(delay_s=0.2, seconds=0.5))
+    server.state["call_states"] = ["live", "unfinished", "finalized"]
+    with served_in_thread(server):
+        args.url = server.base_url
+        assert main_from_args(args) == 0
+    out = capsys.readouterr().out
+    assert "for the greeting: it had" in out and "for the assistant to finish: it had" in out
+    assert "call files:    /srv/responses (on the server)" in out
+    for suffix in ("_conversation.mp3", ".txt", "_summary.txt", ".json"):
+        assert f"_{suffix}" not in out and suffix in out
+    polls = [r for r in server.http_requests if r["path"].startswith("/calls/")]
+    assert len(polls) == 3 and all(r["headers"]["x-api-key"] == "the-key" for r in polls)
+    assert server.events("mark") and [m["mark"]["name"] for m in server.events("mark")] == ["reply"]
+
+
+def test_cli_gives_up_on_the_files_with_exit_3(tmp_path, capsys) -> None:
+    server = FakeServer()
+    server.state["call_states"] = ["live"]
+    with served_in_thread(server):
+        args = cli_args("--url", server.base_url, "--duration", "0.2", "--speed", "0", "--out", "",
+                        "--files-timeout", "0.5", "--no-stop")
+        assert main_from_args(args) == 3
+    err = capsys.readouterr().err
+    assert "gave up waiting for the call's files after 0.5 s: the call is still 'live'" in err
