@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from pydantic import ValidationError
+
 __all__ = ["main"]
 
 
@@ -32,23 +34,46 @@ def _simulate(args: argparse.Namespace) -> int:
     return main_from_args(args)
 
 
+class UsageError(Exception):
+    """Bad input on the command line: its message goes to stderr, exit status 2, nothing written."""
+
+
 def _export(args: argparse.Namespace) -> int:
+    """Validated as set-format validates (same rules, same messages) before anything touches the disk."""
+    from app.audio.formats import InvalidFormatChoice, UnsupportedFormatError, choose_format
     from app.config import Settings
     from app.main import export_options
-    from app.recording.finalize import finalize_call
-    from app.recording.store import CallStore
+    from app.recording.finalize import FinalizeIncomplete, finalize_call
+    from app.recording.store import CallNotFound, CallStore, InvalidCallSid, validate_sid
+    from app.web.audio_api import reexport_check
+    from app.web.errors import ApiError
 
-    settings = Settings.load()
-    store = CallStore(settings.recordings_directory)
-    if args.format:
-        store.set_format(args.call_sid, args.format, None)
-    lock = store.lock(args.call_sid, blocking=False)
+    sid = args.call_sid
+    try:
+        validate_sid(sid)
+        if args.bitrate and not args.format:
+            raise UsageError("--bitrate needs --format mp3")
+        fmt, kbps = choose_format(args.format, args.bitrate) if args.format else (None, None)
+        settings = Settings.load()
+        store = CallStore(settings.recordings_directory, create=False)
+        reexport_check(store, sid)
+    except (InvalidCallSid, UnsupportedFormatError, InvalidFormatChoice, CallNotFound, ApiError) as e:
+        raise UsageError(str(e)) from None
+    lock = store.lock(sid, blocking=False)
     if lock is None:
-        print(f"call {args.call_sid} is being recorded right now; try after it ends", file=sys.stderr)
+        print(f"call {sid} is being recorded right now; try after it ends", file=sys.stderr)
         return 1
     try:
-        prev = store.read_result(args.call_sid) or {}
-        result = finalize_call(store, args.call_sid, export_options(settings), recovered=bool(prev.get("recovered")))
+        if fmt is not None:
+            store.set_format(sid, fmt.name, kbps)
+        prev = store.read_result(sid) or {}
+        # Not finalised and nobody recording it: a call a crash left unfinished, exported as recovery does.
+        recovered = bool(prev.get("recovered")) or not store.is_finalized(sid)
+        result = finalize_call(store, sid, export_options(settings), recovered=recovered,
+                               end_reason=prev.get("end_reason"))
+    except FinalizeIncomplete as e:
+        print(f"callscribe export: {e}", file=sys.stderr)
+        return 1
     finally:
         lock.release()
     print(result["audio"].get("path"))
@@ -87,11 +112,25 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export", help="(re-)export one call from its kept masters")
     p.add_argument("call_sid")
     p.add_argument("--format", help="mp3, wav, ogg or flac (default: the call's chosen format)")
+    p.add_argument("--bitrate", help="mp3 only: kbps such as 64k (default: MP3_BITRATE)")
     p.set_defaults(func=_export)
     p = sub.add_parser("recover", help="finalise calls a crash left unfinished (also done at every start)")
     p.set_defaults(func=_recover)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"callscribe {args.command}: {e}", file=sys.stderr)
+        return 2
+    except ValidationError as e:  # settings from the environment, .env or audio_config.env
+        for err in e.errors():
+            name = "_".join(str(p) for p in err.get("loc", ())).upper()
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            print(f"callscribe {args.command}: invalid setting{' ' + name if name else ''}: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. RECORDINGS_DIRECTORY is not a writable folder
+        print(f"callscribe {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

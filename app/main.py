@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.config import Settings
 from app.recording.finalize import ExportOptions
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
     opts = export_options(settings)
     registry = CallRegistry(store, opts, max_concurrent=settings.max_concurrent_calls, workers=settings.finalize_workers,
                              events=events)
-    if agent_factory is None and settings.greeting == "assistant":
+    if agent_factory is None and (settings.greeting == "assistant" or settings.transcribe):
         agent_factory = _default_agent_factory(settings)
     services = Services(settings=settings, store=store, registry=registry, opts=opts,
                         stream_secret=_stream_secret(store), agent_factory=agent_factory, events=events,
@@ -79,7 +80,10 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
             if aclose is not None:
                 await aclose()
 
-    app = FastAPI(title="Callscribe", version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc with their assets served from the app (fastapi-offline ships them): no CDN,
+    # and no call to Swagger's online validator.
+    app = FastAPIOffline(title="Callscribe", version="0.1.0", lifespan=lifespan,
+                         swagger_ui_parameters={"validatorUrl": None})
     app.state.services = services
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 
 import soundfile as sf
 
-__all__ = ["AudioFormat", "FORMATS", "Mp3Plan", "mp3_plan", "get_format", "UnsupportedFormatError"]
+from app.config import parse_bitrate
+
+__all__ = ["AudioFormat", "FORMATS", "Mp3Plan", "mp3_plan", "get_format", "choose_format", "UnsupportedFormatError",
+           "InvalidFormatChoice"]
 
 
 class UnsupportedFormatError(ValueError):
@@ -25,6 +28,10 @@ class UnsupportedFormatError(ValueError):
     def __init__(self, name: str) -> None:
         super().__init__(f"unsupported format {name!r}; accepted: {', '.join(sorted(FORMATS))}")
         self.name = name
+
+
+class InvalidFormatChoice(ValueError):
+    """A known format with an option it cannot take (a bitrate for a lossless format, or out of range)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,26 @@ def get_format(name: str) -> AudioFormat:
     if key not in FORMATS:
         raise UnsupportedFormatError(name)
     return FORMATS[key]
+
+
+def choose_format(name: str, bitrate: str | int | None = None) -> tuple[AudioFormat, int | None]:
+    """A call's format choice, validated: the format, and the MP3 bitrate in kbps (None: the default).
+
+    The one rule for set-format and `callscribe export`. Raises UnsupportedFormatError for a name
+    not in the registry and InvalidFormatChoice for a bitrate that does not apply or parse.
+    """
+    fmt = get_format(name)
+    if bitrate is None or bitrate == "":
+        return fmt, None
+    if fmt.name != "mp3":
+        raise InvalidFormatChoice(f"bitrate applies to mp3 only, not {fmt.name}")
+    try:
+        kbps = parse_bitrate(bitrate)
+    except ValueError as e:
+        raise InvalidFormatChoice(str(e)) from None
+    if not kbps or not 8 <= kbps <= 320:
+        raise InvalidFormatChoice("bitrate must be between 8k and 320k")
+    return fmt, kbps
 
 
 # ------------------------------------------------------------------------------------------ MP3

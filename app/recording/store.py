@@ -60,10 +60,12 @@ class CallLock:
 
 
 class CallStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, create: bool = True) -> None:
+        """`create=False` only reads until something is written (a CLI that may refuse leaves no folder)."""
         self.root = Path(root).resolve()
         self.calls_dir = self.root / ".calls"
-        self.calls_dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.calls_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ paths
     def call_dir(self, sid: str, create: bool = False) -> Path:

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
-from app.audio.formats import FORMATS, get_format, mp3_plan
-from app.config import parse_bitrate
+from app.audio.formats import FORMATS, choose_format, mp3_plan
 from app.recording.finalize import finalize_call
-from app.recording.store import validate_sid
+from app.recording.store import CallStore, validate_sid
 from app.web.deps import ApiKeyDep, ServicesDep
-from app.web.errors import ApiError
+from app.web.errors import ApiError, error_responses, not_recorded
 
 router = APIRouter(prefix="/audio", tags=["audio"])
 
 
 @router.get("/formats")
+@router.head("/formats", include_in_schema=False)
 async def formats(services: ServicesDep) -> dict:
     s = services.settings
     plan = mp3_plan(s.output_sample_rate, s.mp3_kbps)
@@ -40,9 +41,29 @@ async def formats(services: ServicesDep) -> dict:
                     "note": plan.note}}
 
 
-async def _read_choice(request: Request) -> tuple[str, str | None]:
-    fmt = request.query_params.get("format")
-    bitrate = request.query_params.get("bitrate")
+_FIELDS = ("format", "bitrate")
+_JSON_TYPES = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"), (list, "an array"),
+               (dict, "an object"), (type(None), "null"))
+_BODY_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "format": {"type": "string", "enum": sorted(FORMATS),
+                   "description": "a name from GET /audio/formats (or ?format=)"},
+        "bitrate": {"anyOf": [{"type": "string", "examples": ["64k"]}, {"type": "integer", "examples": [64]}],
+                    "description": "mp3 only: kbps, 8k to 320k (capped by the sample rate); default MP3_BITRATE"},
+    },
+    "examples": [{"format": "wav"}, {"format": "mp3", "bitrate": "64k"}],
+}
+_OPENAPI_BODY = {"requestBody": {"required": False, "description": "the choice; or send it as ?format= and ?bitrate=",
+                                 "content": {"application/json": {"schema": _BODY_SCHEMA}}}}
+
+
+def _json_type(value: object) -> str:
+    return next((name for t, name in _JSON_TYPES if isinstance(value, t)), type(value).__name__)
+
+
+async def _read_choice(request: Request, fmt: str | None, bitrate: str | None) -> tuple[str, str | int | None]:
+    """The format and bitrate from the JSON body, else from the query; each checked for its type."""
     body = await request.body()
     if body.strip():
         try:
@@ -50,30 +71,50 @@ async def _read_choice(request: Request) -> tuple[str, str | None]:
         except ValueError:
             raise ApiError(400, 'body is not JSON: send {"format": "wav"} (optionally "bitrate": "64k") or ?format=wav')
         if not isinstance(data, dict):
-            raise ApiError(400, 'body must be a JSON object like {"format": "wav"}')
+            raise ApiError(400, f'body must be a JSON object like {{"format": "wav"}}, not {_json_type(data)}')
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            raise ApiError(422, f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: format, bitrate")
+        if "format" in data and not isinstance(data["format"], str):
+            raise ApiError(422, f'format must be a string, not {_json_type(data["format"])}; accepted: '
+                                f'{", ".join(sorted(FORMATS))}', accepted=sorted(FORMATS))
+        b = data.get("bitrate")
+        if "bitrate" in data and (isinstance(b, bool) or not isinstance(b, (str, int))):
+            raise ApiError(422, f'bitrate must be a string like "64k" or a whole number of kbps like 64, '
+                                f'not {_json_type(b)}')
         fmt = data.get("format", fmt)
         bitrate = data.get("bitrate", bitrate)
-    if not fmt or not isinstance(fmt, str):
+    if not fmt:
         raise ApiError(422, f'no format given: send {{"format": "<name>"}} or ?format=<name>; accepted: '
                             f'{", ".join(sorted(FORMATS))}', accepted=sorted(FORMATS))
-    return fmt, None if bitrate in (None, "") else str(bitrate)
+    return fmt, bitrate
 
 
-@router.post("/set-format/{call_sid}", dependencies=[ApiKeyDep])
-async def set_format(call_sid: str, request: Request, services: ServicesDep) -> dict:
+def reexport_check(store: CallStore, sid: str) -> None:
+    """A call can be (re-)exported only from its kept masters: else 404 (never recorded) or 409.
+
+    The one rule for set-format after a call and for `callscribe export`.
+    """
+    if (store.call_dir(sid) / "inbound.wav").exists():
+        return
+    if store.is_finalized(sid) or store.read_result(sid) is not None:
+        raise ApiError(409, "this call's masters were not kept (KEEP_MASTERS=false), so it cannot be re-exported")
+    raise not_recorded(sid)
+
+
+_FORMAT_Q = Query(alias="format", description="format name, if not in the JSON body", examples=["wav"])
+_BITRATE_Q = Query(alias="bitrate", description="mp3 only: kbps like 64k, if not in the JSON body", examples=["64k"])
+
+
+@router.post("/set-format/{call_sid}", dependencies=[ApiKeyDep], openapi_extra=_OPENAPI_BODY,
+             responses=error_responses(400, 401, 409, 413, 422))
+async def set_format(call_sid: str, request: Request, services: ServicesDep,
+                     fmt_q: Annotated[str | None, _FORMAT_Q] = None,
+                     bitrate_q: Annotated[str | None, _BITRATE_Q] = None) -> dict:
+    """Choose a call's format: before the call (kept), during it (applied at hang-up), or after it
+    (re-exported from the kept masters)."""
     validate_sid(call_sid)
-    fmt_name, bitrate_raw = await _read_choice(request)
-    fmt = get_format(fmt_name)
-    kbps = None
-    if bitrate_raw is not None:
-        if fmt.name != "mp3":
-            raise ApiError(422, f"bitrate applies to mp3 only, not {fmt.name}")
-        try:
-            kbps = parse_bitrate(bitrate_raw)
-        except ValueError as e:
-            raise ApiError(422, str(e))
-        if not kbps or not 8 <= kbps <= 320:
-            raise ApiError(422, "bitrate must be between 8k and 320k")
+    fmt, kbps = choose_format(*await _read_choice(request, fmt_q, bitrate_q))
     store, registry = services.store, services.registry
     note = mp3_plan(services.settings.output_sample_rate, kbps or services.settings.mp3_kbps).note if fmt.name == "mp3" else None
     base = {"call_sid": call_sid, "format": fmt.name, "bitrate_kbps": kbps, "settings": note}
@@ -81,9 +122,7 @@ async def set_format(call_sid: str, request: Request, services: ServicesDep) -> 
         store.set_format(call_sid, fmt.name, kbps)
         return base | {"state": "live", "message": "applied now; the file is ready at hang-up"}
     if store.is_finalized(call_sid):
-        d = store.call_dir(call_sid)
-        if not (d / "inbound.wav").exists():
-            raise ApiError(409, "this call's masters were not kept (KEEP_MASTERS=false), so it cannot be re-exported")
+        reexport_check(store, call_sid)
         loop = asyncio.get_running_loop()
 
         def reexport() -> dict:

@@ -6,8 +6,11 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from app.audio.formats import FORMATS
-from app.recording.store import CallNotFound, validate_sid
+from app.recording.journal import read_journal
+from app.recording.store import validate_sid
+from app.recording.summary import iso
 from app.web.deps import ApiKeyDep, Services, ServicesDep
+from app.web.errors import error_responses, not_recorded
 
 router = APIRouter(prefix="/calls", tags=["calls"], dependencies=[ApiKeyDep])
 
@@ -25,21 +28,37 @@ def _state(services: Services, sid: str) -> str:
     return "pending"
 
 
+def _in_progress(services: Services, sid: str, state: str) -> dict:
+    """Mode and start time of a call still in progress: this worker's live call, or another's journal."""
+    call = services.registry.live.get(sid)
+    if call is not None:
+        return {"mode": call.mode, "started_at": iso(call.started_at)}
+    if state == "unfinished":
+        journal = read_journal(services.store.call_dir(sid) / "journal.jsonl")
+        start = next((r for r in journal if r.get("t") == "start"), {})
+        return {"mode": start.get("mode"), "started_at": iso(start["wall"]) if start.get("wall") else None}
+    return {}
+
+
 def _public(services: Services, sid: str, full: bool) -> dict:
+    state = _state(services, sid)
     result = services.store.read_result(sid) or {}
+    known = result or _in_progress(services, sid, state)
     files = result.get("files", {})
     names = [n for n in files.values() if isinstance(n, str)] + files.get("tracks", []) + files.get("turn_clips", [])
     links = {n: f"/calls/{sid}/files/{n}" for n in names}
-    base = {"call_sid": sid, "state": _state(services, sid), "mode": result.get("mode"),
-            "started_at": result.get("started_at"), "completed_at": result.get("completed_at"),
+    base = {"call_sid": sid, "state": state, "mode": known.get("mode"),
+            "started_at": known.get("started_at"), "completed_at": result.get("completed_at"),
             "duration_s": result.get("duration_s"), "format": (result.get("audio") or {}).get("format"),
-            "recovered": result.get("recovered", False), "files": links}
+            "recovered": result.get("recovered", False),
+            "transcript_pending": bool(result.get("transcript_pending")), "files": links}
     if full:
         base["result"] = result
     return base
 
 
-@router.get("")
+@router.get("", responses=error_responses(401))
+@router.head("", include_in_schema=False)
 async def list_calls(services: ServicesDep) -> dict:
     data = [_public(services, sid, False) for sid in services.store.list_sids()]
     data = [d for d in data if d["state"] != "pending"]
@@ -47,16 +66,18 @@ async def list_calls(services: ServicesDep) -> dict:
     return {"data": data, "count": len(data)}
 
 
-@router.get("/{call_sid}")
+@router.get("/{call_sid}", responses=error_responses(400, 401, 404))
+@router.head("/{call_sid}", include_in_schema=False)
 async def get_call(call_sid: str, services: ServicesDep) -> dict:
     validate_sid(call_sid)
     state = _state(services, call_sid)
     if state == "pending" and services.store.read_result(call_sid) is None:
-        raise CallNotFound(f"no call {call_sid} has been recorded")
+        raise not_recorded(call_sid)
     return _public(services, call_sid, True)
 
 
-@router.get("/{call_sid}/files/{name}")
+@router.get("/{call_sid}/files/{name}", responses=error_responses(400, 401, 404))
+@router.head("/{call_sid}/files/{name}", include_in_schema=False)
 async def download(call_sid: str, name: str, services: ServicesDep) -> FileResponse:
     path = services.store.resolve_download(call_sid, name)
     return FileResponse(path, media_type=_MEDIA.get(path.suffix, "application/octet-stream"), filename=path.name)

@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
 from app.config import Settings
 from app.recording.finalize import ExportOptions
@@ -51,7 +52,14 @@ def api_key_ok(settings: Settings, headers, query) -> bool:
     return bool(given) and hmac.compare_digest(given.encode(), key.encode())
 
 
-def require_api_key(request: Request) -> None:
+# For the OpenAPI schema only (the "Authorize" button in /docs): the check is api_key_ok's.
+_BEARER = Security(HTTPBearer(auto_error=False, description="Authorization: Bearer <API_KEY>"))
+_HEADER = Security(APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API_KEY>"))
+_QUERY = Security(APIKeyQuery(name="api_key", auto_error=False, description="?api_key=<API_KEY> (browser links)"))
+
+
+def require_api_key(request: Request, _bearer: Annotated[object, _BEARER] = None,
+                    _header: Annotated[object, _HEADER] = None, _query: Annotated[object, _QUERY] = None) -> None:
     settings: Settings = request.app.state.services.settings
     if not api_key_ok(settings, request.headers, request.query_params):
         raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <API_KEY>' or 'X-API-Key: <API_KEY>' "

@@ -8,12 +8,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.audio.formats import FORMATS, UnsupportedFormatError
+from app.audio.formats import FORMATS, InvalidFormatChoice, UnsupportedFormatError
 from app.recording.store import CallNotFound, InvalidCallSid
 
-__all__ = ["ApiError", "install"]
+__all__ = ["ApiError", "ErrorBody", "error_responses", "not_recorded", "install"]
 
 log = logging.getLogger("callscribe.http")
 
@@ -23,6 +24,25 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.extra = extra
+
+
+class ErrorBody(BaseModel):
+    """Every error's body (OpenAPI): the message says what went wrong and what is accepted."""
+
+    error: str
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for these error statuses, all with the `{"error": ...}` body."""
+    what = {400: "malformed call SID or body", 401: "missing or wrong API key", 404: "no such call or file",
+            409: "the call cannot be re-exported", 413: "body over MAX_BODY_BYTES",
+            422: "unknown format, wrong-typed or inapplicable choice"}
+    return {s: {"model": ErrorBody, "description": what.get(s, "error")} for s in statuses}
+
+
+def not_recorded(sid: str) -> CallNotFound:
+    """The one message for a CallSid nothing was recorded for (HTTP 404; the CLI prints it)."""
+    return CallNotFound(f"no call {sid} has been recorded")
 
 
 def _json(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -45,6 +65,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(UnsupportedFormatError)
     async def _fmt(_: Request, exc: UnsupportedFormatError) -> JSONResponse:
         return _json(422, str(exc), accepted=sorted(FORMATS))
+
+    @app.exception_handler(InvalidFormatChoice)
+    async def _choice(_: Request, exc: InvalidFormatChoice) -> JSONResponse:
+        return _json(422, str(exc))
 
     @app.exception_handler(CallNotFound)
     async def _nf(_: Request, exc: CallNotFound) -> JSONResponse:
