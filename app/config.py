@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     opening_hours: str = "Monday to Friday, nine in the morning to five in the evening"
     end_of_turn_ms: int = 700
     barge_in: bool = True
+    transcribe: bool = True  # transcribe calls the assistant does not answer (listen-only, or no assistant)
 
     # --- misc ---
     log_level: str = "INFO"

@@ -114,19 +114,25 @@ class TextToSpeech(Protocol):
 
 
 class CallIO(Protocol):
-    """The session's view of one call; the WebSocket shell implements it."""
+    """The session's view of one call; the WebSocket shell implements it.
 
-    def stream_time_ms(self) -> float: ...   # the call's current stream clock (Twilio media timestamps), ms
-    async def play(self, ulaw: bytes) -> None: ...   # send media to the caller; the recorder places it at its playback time
+    Where audio sits is an integer sample index on the call's stream clock (8 kHz here), from
+    end to end: playback spans, turns, cuts. Milliseconds are for display only.
+    """
+
+    def stream_sample(self) -> int: ...   # the call's stream clock now (samples); exact, not extrapolated, once ended
+    async def play(self, ulaw: bytes) -> tuple[int, int] | None: ...  # send media; returns [start, end) where it plays (None: call over)
     async def mark(self, name: str) -> None: ...     # send a mark; on_mark(name) is called when Twilio echoes it
-    async def clear(self) -> None: ...               # send clear; the recorder cuts its assistant track at stream_time_ms()
+    async def clear(self) -> None: ...               # send clear; the recorder cuts its assistant track at stream_sample()
     async def hangup(self) -> None: ...              # close the stream (ends the call)
-    def add_turn(self, role: str, text: str, start_ms: float, end_ms: float, interrupted: bool = False, **extra) -> None: ...
+    def add_turn(self, role: str, text: str, start: int, end: int, interrupted: bool = False, **extra: object) -> None: ...
+    def read_caller_audio(self, start: int, stop: int) -> np.ndarray: ...  # int16 samples [start, stop) as recorded
+    def journal_event(self, kind: str, **data: object) -> None: ...  # anything else the summary should know
 
 
 class TurnCallback(Protocol):
     """Per-message event for embedders: called once each turn is final (no audio is copied)."""
 
     def __call__(
-        self, role: str, index: int, text: str, start_ms: float, end_ms: float, interrupted: bool
+        self, role: str, index: int, text: str, start: int, end: int, interrupted: bool
     ) -> None: ...

@@ -11,9 +11,17 @@ Flow::
     on_mark(name): the sentence was heard; when a reply's last mark echoes, the assistant turn
                    is recorded (and, for a goodbye reply, the call is hung up)
 
-Time: every start/end in ``add_turn`` is stream time (Twilio ``media.timestamp`` ms). Caller
-turns come from the detector's sample indices / 8. Assistant audio is placed like the recorder
-places it: ``max(end of audio already queued, io.stream_time_ms())``.
+Time: every start/end in ``add_turn`` is an integer sample index on the call's stream clock.
+Caller turns are the detector's sample indices; assistant audio sits where ``io.play`` says it
+was placed (the recorder owns playback time: ``max(end of audio already queued, now)``), so each
+sentence has an exact span. Turn taking runs on the stream's samples, never on the wall clock:
+a replay at any speed, a burst after a network stall and a live call give the same caller turns.
+
+Hang-up: the recording is cut at the stream's last moment (as a clear would), and a reply that
+was still playing is recorded with the sentences played in full; the one the hang-up cut is kept
+apart (``cut_text``, ``cut_by="hangup"``; not a barge-in). Caller turns not yet transcribed at
+hang-up (the pending turn, or a backlog after a fast replay) are handed back by ``aclose()`` and
+transcribed by ``transcribe_tail()`` after the audio file is written.
 
 Barge-in (``barge_in=True``): when the caller has been speaking for ``min_barge_in_ms`` while
 the assistant still has unplayed audio (marks pending) or a reply in the making, the session
@@ -52,7 +60,7 @@ import numpy as np
 from app.agent.interfaces import CallIO, Message, Responder, SpeechToText, TextToSpeech, TurnCallback
 from app.agent.normalize import normalize_for_speech
 from app.agent.sentences import split_sentences
-from app.agent.vad import SpeechPaused, TurnDetector, TurnEnded, TurnState
+from app.agent.vad import SAMPLE_RATE, SpeechPaused, TurnDetector, TurnEnded, TurnState
 
 __all__ = ["AgentSession"]
 
@@ -67,12 +75,13 @@ class _Utterance:
 
     id: int
     kind: str  # "greeting" | "reply"
-    turn_end_ms: float | None = None
+    turn_end: int | None = None  # stream sample where the caller's turn it answers ended
     sentences: list[str] = field(default_factory=list)  # fully sent (audio + mark), in order
+    spans: list[tuple[int, int]] = field(default_factory=list)  # each sentence's [start, end) on the line
     marks: list[str] = field(default_factory=list)
     echoed: set[str] = field(default_factory=set)
-    first_audio_ms: float | None = None
-    end_ms: float = 0.0
+    first_audio: int | None = None
+    end: int = 0
     done: bool = False
     ends_call: bool = False
     interrupted: bool = False
@@ -88,6 +97,12 @@ class _Utterance:
     def heard_text(self) -> str:
         return " ".join(s for s, m in zip(self.sentences, self.marks, strict=True) if m in self.echoed)
 
+    def played_by(self, now: int) -> tuple[str, str]:
+        """(sentences whose audio ended by ``now``, the sentence ``now`` falls inside or "")."""
+        full = [s for s, (_, b) in zip(self.sentences, self.spans, strict=True) if b <= now]
+        cut = next((s for s, (a, b) in zip(self.sentences, self.spans, strict=True) if a < now < b), "")
+        return " ".join(full), cut
+
 
 class AgentSession:
     """The per-call turn loop.
@@ -101,7 +116,7 @@ class AgentSession:
         barge_in: let the caller interrupt the assistant.
         min_barge_in_ms: how long the caller must have been speaking before the assistant yields.
         normalizer: text → speakable text, applied per sentence before TTS (transcripts keep the original).
-        on_turn: optional ``(role, index, text, start_ms, end_ms, interrupted)`` callback, called
+        on_turn: optional ``(role, index, text, start, end, interrupted)`` callback (samples), called
             once per final turn, for embedders (no audio is copied).
         hangup_grace_s: after a goodbye, hang up this long past the expected end of playback even
             if the last mark never echoes.
@@ -140,9 +155,8 @@ class AgentSession:
         self._ignored_marks: set[str] = set()  # flushed by a clear: their echoes prove nothing
         self._ids = itertools.count(1)
         self._turn_index = 0
-        self._queue_end_ms = 0.0
         self._unanswered: list[str] = []
-        self._unanswered_end_ms: float | None = None
+        self._unanswered_end: int | None = None
         self._unanswered_stt_ms = 0.0
         self._awaiting_more = False
         self._barged_for: int | None = None
@@ -150,7 +164,10 @@ class AgentSession:
         self._reply_task: asyncio.Task[None] | None = None
         self._hangup_timer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._speculative: tuple[tuple[int, int], asyncio.Task[str]] | None = None
+        self._speculative: tuple[tuple[int, int], asyncio.Future[str]] | None = None
+        # Caller turns detected but not yet in the transcript, with their STT task once started.
+        self._untranscribed: dict[tuple[int, int], tuple[TurnEnded, asyncio.Future[str] | None]] = {}
+        self._tail: list[tuple[TurnEnded, asyncio.Future[str] | None]] = []
         self._closed = False
         self.hung_up = False
         self.barge_ins = 0
@@ -167,16 +184,27 @@ class AgentSession:
         """One inbound frame (int16, 8 kHz) starting at stream sample ``start_sample``. Cheap, sync."""
         if self._closed:
             return
-        events = self.detector.feed(samples, start_sample)
+        self.on_vad_events(self.detector.feed(samples, start_sample), start_sample + len(samples))
+
+    def detect(self, audio: np.ndarray, start_sample: int, frame: int = 160) -> list[Any]:
+        """Run the turn detector over recorded audio (catching up); thread-safe while not live."""
+        events: list[Any] = []
+        for i in range(0, len(audio), frame):
+            events += self.detector.feed(audio[i:i + frame], start_sample + i)
+        return events
+
+    def on_vad_events(self, events: list[Any], now_sample: int) -> None:
+        """React to the detector's events for audio up to ``now_sample``."""
         ended = False
         for ev in events:
             if isinstance(ev, SpeechPaused):
                 # Transcribe during the end-of-turn silence; reused if the turn ends right here.
-                self._speculative = ((ev.start_sample, ev.end_sample), self._spawn(self.stt.transcribe(ev.audio)))
+                self._speculative = ((ev.start_sample, ev.end_sample), self._transcribe(ev.audio))
             if isinstance(ev, TurnEnded):
+                self._untranscribed[(ev.start_sample, ev.end_sample)] = (ev, None)
                 self._queue.put_nowait(ev)
                 ended = True
-        self._check_barge_in(start_sample + len(samples))
+        self._check_barge_in(now_sample)
         if self._awaiting_more and not ended and self.detector.state is TurnState.QUIET:
             self._awaiting_more = False
             self._queue.put_nowait(_FLUSH)
@@ -211,7 +239,12 @@ class AgentSession:
         return out
 
     async def aclose(self) -> None:
-        """Stop everything (the call is over); record what was heard of an unfinished reply."""
+        """Stop everything (the call is over); record what was heard of an unfinished reply.
+
+        The recording was cut at ``io.stream_sample()`` (the stream's last moment): a reply still
+        playing keeps the sentences played in full, and the one the hang-up cut is kept apart. The
+        caller's pending turn and any turn not yet transcribed are kept for ``transcribe_tail()``.
+        """
         if self._closed:
             return
         self._closed = True
@@ -219,15 +252,39 @@ class AgentSession:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        now = self.io.stream_time_ms()
+        now = self.io.stream_sample()
+        for ev in self.detector.flush(now):
+            self._untranscribed[(ev.start_sample, ev.end_sample)] = (ev, None)
+        self._tail = sorted(self._untranscribed.values(), key=lambda item: item[0].start_sample)
+        self._untranscribed.clear()
         for utt in list(self._active):
-            complete = utt.done and (not utt.pending() or now >= utt.end_ms)
-            utt.interrupted = not complete
-            if complete:
+            if utt.first_audio is None:
+                self._active.remove(utt)
+                continue
+            if now >= utt.end:  # everything sent was played before the hang-up
                 utt.echoed.update(utt.marks)
-            self._record_assistant(
-                utt, interrupted=not complete, end_ms=utt.end_ms if complete else min(utt.end_ms, now)
-            )
+                self._record_assistant(utt, interrupted=False, end=utt.end)
+                continue
+            heard, cut = utt.played_by(now)
+            self._record_assistant(utt, interrupted=True, end=min(utt.end, now), heard=heard,
+                                   cut_by="hangup", cut_text=cut)
+
+    @property
+    def tail_pending(self) -> int:
+        """Caller turns left to transcribe after hang-up."""
+        return len(self._tail)
+
+    async def transcribe_tail(self) -> None:
+        """Transcribe the caller turns the hang-up left pending (after the audio file is written)."""
+        tail, self._tail = self._tail, []
+        for turn, task in tail:
+            try:
+                text = (await (task if task is not None else self.stt.transcribe(turn.audio))).strip()
+            except Exception:
+                log.exception("speech-to-text failed at hang-up; turn dropped")
+                continue
+            if text:
+                self._add_turn("caller", text, turn.start_sample, turn.end_sample, False, at_hangup=True)
 
     # --- turns ------------------------------------------------------------------------------
     async def _run_turns(self) -> None:
@@ -239,22 +296,27 @@ class AgentSession:
                 continue
             turn: TurnEnded = item
             t0 = time.perf_counter()
+            key = (turn.start_sample, turn.end_sample)
             spec, self._speculative = self._speculative, None
+            if spec is not None and spec[0] == key:
+                task = spec[1]  # usually finished already: stt_ms is what was left
+            else:
+                task = self._transcribe(turn.audio)
+            self._untranscribed[key] = (turn, task)
             try:
-                if spec is not None and spec[0] == (turn.start_sample, turn.end_sample):
-                    text = (await spec[1]).strip()  # usually finished already: stt_ms is what was left
-                else:
-                    text = (await self.stt.transcribe(turn.audio)).strip()
+                # Shielded: a hang-up now cancels this worker, not the transcription it waits for.
+                text = (await asyncio.shield(task)).strip()
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("speech-to-text failed; turn dropped")
                 text = ""
+            self._untranscribed.pop(key, None)
             stt_ms = (time.perf_counter() - t0) * 1000
             if text:
-                self._add_turn(
-                    "caller", text, turn.start_sample / 8, turn.end_sample / 8, False, stt_ms=round(stt_ms, 1)
-                )
+                self._add_turn("caller", text, turn.start_sample, turn.end_sample, False, stt_ms=round(stt_ms, 1))
                 self._unanswered.append(text)
-                self._unanswered_end_ms = turn.end_sample / 8
+                self._unanswered_end = turn.end_sample
                 self._unanswered_stt_ms = stt_ms
             if not self._unanswered:
                 continue
@@ -271,7 +333,7 @@ class AgentSession:
             await asyncio.wait([self._reply_task])  # only without barge-in: let the last reply finish
         history = self.history()
         self._history.append(Message("caller", caller_text))
-        utt = self._new_utterance("reply", turn_end_ms=self._unanswered_end_ms)
+        utt = self._new_utterance("reply", turn_end=self._unanswered_end)
         utt.stats["stt_ms"] = round(self._unanswered_stt_ms, 1)
         started = time.perf_counter()
         self._reply_task = asyncio.create_task(self._speak(utt, self.responder.reply(history, caller_text), started))
@@ -281,8 +343,8 @@ class AgentSession:
         return self.detector.state in (TurnState.SPEAKING, TurnState.STOPPING)
 
     # --- speaking ---------------------------------------------------------------------------
-    def _new_utterance(self, kind: str, turn_end_ms: float | None = None) -> _Utterance:
-        utt = _Utterance(next(self._ids), kind, turn_end_ms)
+    def _new_utterance(self, kind: str, turn_end: int | None = None) -> _Utterance:
+        utt = _Utterance(next(self._ids), kind, turn_end)
         self._active.append(utt)
         self._history.append(utt)
         return utt
@@ -306,39 +368,41 @@ class AgentSession:
         if not spoken.strip():
             return
         t0 = time.perf_counter()
-        sent = False
+        span: tuple[int, int] | None = None
         tts_stream = self.tts.stream(spoken)
         async with contextlib.aclosing(tts_stream):  # type: ignore[type-var]
             async for chunk in tts_stream:
                 if not chunk:
                     continue
                 utt.stats.setdefault("tts_first_audio_ms", round((time.perf_counter() - t0) * 1000, 1))
-                await self._play(utt, chunk)
-                sent = True
-        if not sent:
+                placed = await self._play(utt, chunk)
+                if placed is not None:
+                    span = placed if span is None else (span[0], placed[1])
+        if span is None:
             return
         name = f"{utt.kind[0]}{utt.id}.{len(utt.sentences)}"
         utt.sentences.append(sentence)
+        utt.spans.append(span)
         utt.marks.append(name)
         self._pending_marks[name] = utt
         await self.io.mark(name)
 
-    async def _play(self, utt: _Utterance, chunk: bytes) -> None:
-        start = max(self._queue_end_ms, self.io.stream_time_ms())
-        if utt.first_audio_ms is None:
-            utt.first_audio_ms = start
-        self._queue_end_ms = start + len(chunk) / 8
-        utt.end_ms = self._queue_end_ms
-        await self.io.play(chunk)
+    async def _play(self, utt: _Utterance, chunk: bytes) -> tuple[int, int] | None:
+        placed = await self.io.play(chunk)
+        if placed is not None:
+            if utt.first_audio is None:
+                utt.first_audio = placed[0]
+            utt.end = placed[1]
+        return placed
 
     def _maybe_finish(self, utt: _Utterance) -> None:
         if not utt.done or utt.recorded or utt.pending():
             if utt.done and utt.ends_call and not utt.recorded and self._hangup_timer is None:
-                wait_s = max(0.0, utt.end_ms - self.io.stream_time_ms()) / 1000 + self.hangup_grace_s
+                wait_s = max(0, utt.end - self.io.stream_sample()) / SAMPLE_RATE + self.hangup_grace_s
                 self._hangup_timer = self._spawn(self._hangup_later(wait_s))
             return
         if utt.sentences:
-            self._record_assistant(utt, interrupted=False, end_ms=utt.end_ms)
+            self._record_assistant(utt, interrupted=False, end=utt.end)
         elif utt in self._active:
             self._active.remove(utt)
         if utt.ends_call:
@@ -369,44 +433,47 @@ class AgentSession:
         flushed = list(self._pending_marks)
         self._ignored_marks.update(flushed)
         self._pending_marks.clear()
-        clear_ms = self.io.stream_time_ms()
-        self._queue_end_ms = clear_ms
+        now = self.io.stream_sample()
         self.barge_ins += 1
-        log.info("barge-in", extra={"flushed_marks": len(flushed), "stream_ms": clear_ms})
+        log.info("barge-in", extra={"flushed_marks": len(flushed), "stream_sample": now})
         for utt in list(self._active):
             utt.ends_call = False
             utt.interrupted = True
-            self._record_assistant(utt, interrupted=True, end_ms=min(utt.end_ms, clear_ms))
+            self._record_assistant(utt, interrupted=True, end=min(utt.end, now), cut_by="barge-in")
         if flushed:
             await self.io.clear()
 
     # --- recording --------------------------------------------------------------------------
-    def _record_assistant(self, utt: _Utterance, *, interrupted: bool, end_ms: float) -> None:
+    def _record_assistant(self, utt: _Utterance, *, interrupted: bool, end: int, heard: str | None = None,
+                          **cut: str) -> None:
+        """Record one assistant turn. Interrupted: ``heard`` (default: the sentences whose marks
+        echoed before the cut) is the text; ``cut`` says by what (``cut_by``) and which sentence."""
         if utt in self._active:
             self._active.remove(utt)
         if utt.recorded:
             return
         utt.recorded = True
-        if utt.first_audio_ms is None or (interrupted and utt.first_audio_ms >= end_ms):
+        if utt.first_audio is None or (interrupted and utt.first_audio >= end):
             return  # nothing reached the caller
         extra: dict[str, Any] = dict(utt.stats)
-        if utt.turn_end_ms is not None:
-            extra["latency_ms"] = round(utt.first_audio_ms - utt.turn_end_ms, 1)
+        if utt.turn_end is not None:
+            extra["latency_ms"] = round((utt.first_audio - utt.turn_end) * 1000 / SAMPLE_RATE, 1)
         if interrupted:
             extra["sent_text"] = utt.full_text()
-        text = utt.heard_text() if interrupted else utt.full_text()
-        self._add_turn("assistant", text, utt.first_audio_ms, end_ms, interrupted, **extra)
+            extra.update({k: v for k, v in cut.items() if v})
+        text = (utt.heard_text() if heard is None else heard) if interrupted else utt.full_text()
+        self._add_turn("assistant", text, utt.first_audio, end, interrupted, **extra)
 
-    def _add_turn(self, role: str, text: str, start_ms: float, end_ms: float, interrupted: bool, **extra: Any) -> None:
+    def _add_turn(self, role: str, text: str, start: int, end: int, interrupted: bool, **extra: Any) -> None:
         index = self._turn_index
         self._turn_index += 1
         try:
-            self.io.add_turn(role, text, start_ms, end_ms, interrupted=interrupted, index=index, **extra)
+            self.io.add_turn(role, text, start, end, interrupted=interrupted, index=index, **extra)
         except Exception:
             log.exception("add_turn failed", extra={"role": role, "index": index})
         if self.on_turn is not None:
             try:
-                self.on_turn(role, index, text, start_ms, end_ms, interrupted)
+                self.on_turn(role, index, text, start, end, interrupted)
             except Exception:
                 log.exception("on_turn callback failed", extra={"role": role, "index": index})
 
@@ -428,6 +495,12 @@ class AgentSession:
                 utt.echoed.update(utt.marks)
                 self._maybe_finish(utt)
         self._hangup()
+
+    def _transcribe(self, audio: np.ndarray) -> asyncio.Future[str]:
+        """Start speech-to-text for one turn. Not cancelled by a hang-up: the tail reuses it."""
+        fut = asyncio.ensure_future(self.stt.transcribe(audio))
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failure is logged where it is awaited
+        return fut
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)

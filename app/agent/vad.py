@@ -219,6 +219,18 @@ class TurnDetector:
                 events.append(SpeechStarted(end))
         return events
 
+    def flush(self, end_sample: int) -> list[VadEvent]:
+        """The stream ended at ``end_sample``: end the turn in progress, if it is long enough.
+
+        A caller who hangs up right after speaking still has that turn transcribed."""
+        events: list[VadEvent] = []
+        if self.state is TurnState.STOPPING:
+            events = self._end_turn(max(self._speech_start, min(self._strong_end, self._silence_start)), forced=False)
+        elif self.state is TurnState.SPEAKING:
+            events = self._end_turn(max(self._speech_start, min(self._strong_end, end_sample)), forced=True)
+        self.reset()
+        return events
+
     # --- helpers ----------------------------------------------------------------------------
     def _push_preroll(self, start_sample: int, frame: np.ndarray) -> None:
         self._preroll.append((start_sample, frame))

@@ -20,6 +20,7 @@ from app.agent.factory import make_stt, make_tts
 from app.agent.interfaces import CallIO
 from app.agent.responder import make_responder
 from app.agent.session import AgentSession
+from app.agent.transcriber import TrackTranscriber, TranscriberIO, TranscriptionWorker
 from app.agent.vad import TurnParams, default_detector
 
 __all__ = ["AgentFactory", "CallAgent"]
@@ -38,10 +39,12 @@ class AgentFactory:
         self.stt = make_stt(s.stt_provider, model=s.openai_stt_model, model_dir=s.stt_model_path, **common)
         self.tts = make_tts(s.tts_provider, model=s.openai_tts_model, voice=s.openai_tts_voice, **common)
         self.ready = False
+        self._worker: TranscriptionWorker | None = None  # listen-only transcription, made on first use
 
     def warmup(self) -> None:
         """Load the local models (blocking: run in a thread at start-up)."""
-        for engine in (self.stt, self.tts):
+        speaks = self.settings.greeting == "assistant"  # transcription alone needs no voice
+        for engine in (self.stt, self.tts) if speaks else (self.stt,):
             load = getattr(engine, "load", None)
             if load is not None:
                 load()
@@ -59,34 +62,64 @@ class AgentFactory:
     def __call__(self, io: CallIO) -> "CallAgent":
         return CallAgent(self, io)
 
+    def transcriber(self, io: TranscriberIO, tracks: tuple[str, ...]) -> TrackTranscriber:
+        """A transcript for a call the assistant does not answer, from the same speech-to-text."""
+        if self._worker is None:
+            self._worker = TranscriptionWorker(self.stt)
+        return TrackTranscriber(io, self._worker, tracks)
+
     async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown()
         if self._client is not None:
             await self._client.aclose()
 
 
 class CallAgent:
-    """One call's assistant. Frames that arrive while it is being built are not lost to the
-    recording (the recorder has them); the turn detector simply starts listening a moment later."""
+    """One call's assistant.
+
+    Frames that arrive while it is being built (loading the turn detector) are not lost: the
+    detector catches up on them from the recording before it goes live, so a replay streamed
+    faster than real time is heard from its first word. At hang-up, ``aclose()`` records what was
+    heard and ``transcribe_tail()`` transcribes the caller turns still pending.
+    """
 
     def __init__(self, factory: AgentFactory, io: CallIO) -> None:
         self.factory = factory
         self.io = io
         self.session: AgentSession | None = None
         self.responder = factory.responder()
+        self._missed: tuple[int, int] | None = None  # caller samples received before the session was live
+        self._starting: asyncio.Event | None = None  # set once start() is over
         self._closed = False
 
     async def start(self) -> None:
-        s = self.factory.settings
-        detector = await asyncio.to_thread(default_detector, TurnParams(stop_ms=s.end_of_turn_ms))
-        if self._closed:
-            return
-        self.session = AgentSession(self.io, self.factory.stt, self.factory.tts, self.responder, detector,
-                                    barge_in=s.barge_in)
-        await self.session.start()
+        self._starting = starting = asyncio.Event()
+        try:
+            s = self.factory.settings
+            detector = await asyncio.to_thread(default_detector, TurnParams(stop_ms=s.end_of_turn_ms))
+            session = AgentSession(self.io, self.factory.stt, self.factory.tts, self.responder, detector,
+                                   barge_in=s.barge_in)
+            # Catch up from the recording on what arrived meanwhile (all of it, for a fast replay
+            # that is already over): even then, the caller's turns are found and transcribed.
+            while self._missed is not None:
+                (a, b), self._missed = self._missed, None
+                audio = self.io.read_caller_audio(a, b)
+                events = await asyncio.to_thread(session.detect, audio, a)
+                session.on_vad_events(events, b)
+            self.session = session  # from here on, frames go to it directly
+            if not self._closed:
+                await session.start()
+        finally:
+            starting.set()
 
     def feed_caller_audio(self, samples: np.ndarray, start_sample: int) -> None:
         if self.session is not None:
             self.session.feed_caller_audio(samples, start_sample)
+        elif not self._closed:
+            end = start_sample + len(samples)
+            a, b = self._missed or (start_sample, end)
+            self._missed = (min(a, start_sample), max(b, end))
 
     def on_mark(self, name: str) -> None:
         if self.session is not None:
@@ -98,9 +131,21 @@ class CallAgent:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._starting is not None:
+            await self._starting.wait()  # a call shorter than start-up still has its turns found
         if self.session is not None:
             await self.session.aclose()
+        self._journal_notes()
+
+    @property
+    def tail_pending(self) -> int:
+        return self.session.tail_pending if self.session is not None else 0
+
+    async def transcribe_tail(self) -> None:
+        if self.session is not None:
+            await self.session.transcribe_tail()
+
+    def _journal_notes(self) -> None:
         notes = self.responder.notes()
-        journal = getattr(self.io, "journal_event", None)
-        if notes and journal is not None:
-            journal("notes", notes=notes)
+        if notes:
+            self.io.journal_event("notes", notes=notes)

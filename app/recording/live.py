@@ -59,6 +59,7 @@ class LiveCall:
         self.sid = start.call_sid
         self.stream_sid = start.stream_sid
         self.mode = mode
+        self.started_at = time.time()  # wall clock (epoch s) when the stream started
         self.store = store
         self.lock = lock
         self.opts = opts
@@ -71,7 +72,8 @@ class LiveCall:
                                      max_samples=max_call_seconds * 8000)
         self.max_call_seconds = max_call_seconds
         self.export_interval_s = export_interval_s
-        self.agent: Any = None
+        self.agent: Any = None  # the assistant, in assistant mode
+        self.transcriber: Any = None  # a transcript when no assistant answers (listen-only)
         self.events = events
         self.chunk_samples = chunk_bytes // 2  # PCM16: chunk events every N bytes of each track
         self._chunk_done = 0
@@ -145,13 +147,20 @@ class LiveCall:
             self._export_busy = None
 
     async def stop_background(self) -> tuple[ConversationExporter | None, int]:
-        """Called once at the end: stop the assistant and the export loop; close the masters."""
+        """Called once at the end: cut at hang-up, stop the assistant and the export loop; close the masters.
+
+        The call lasted as long as its stream: assistant audio placed after the stream's last
+        moment was still queued at Twilio when the caller hung up, never heard, so it is cut as a
+        clear would cut it (but it is no barge-in)."""
         self.ended = True
-        if self.agent is not None:
-            try:
-                await self.agent.aclose()
-            except Exception:
-                log.exception("call %s: assistant did not close cleanly", self.sid)
+        if self.mode == "assistant":
+            self.recorder.cut_at_hangup(self.recorder.stream_samples)
+        for part in (self.agent, self.transcriber):
+            if part is not None:
+                try:
+                    await part.aclose()
+                except Exception:
+                    log.exception("call %s: %s did not close cleanly", self.sid, type(part).__name__)
         if self._export_task is not None:
             self._export_task.cancel()
             try:
@@ -164,7 +173,29 @@ class LiveCall:
             except Exception:
                 self._exporter = None
         total = self.recorder.close(self.end_reason or "ended")
+        if self.events is not None and self.chunk_samples:
+            self._emit_chunks(total, final=True)
         return self._exporter, total
+
+    @property
+    def tail_pending(self) -> int:
+        """Turns the hang-up left to transcribe (the transcript is rewritten when they are done)."""
+        return sum(p.tail_pending for p in (self.agent, self.transcriber) if p is not None)
+
+    async def transcribe_tail(self) -> None:
+        for part in (self.agent, self.transcriber):
+            if part is not None:
+                try:
+                    await part.transcribe_tail()
+                except Exception:
+                    log.exception("call %s: transcribing the last turns failed", self.sid)
+
+    def settled_sample(self) -> int:
+        """Before this sample the recording can no longer change (late frames fall in the reorder window)."""
+        return max(0, self.recorder.stream_samples - self.recorder.clock.window)
+
+    def read_track(self, track: str, start: int, stop: int) -> np.ndarray:
+        return read_span(self.recorder.call_dir / f"{track}.wav", start, stop)
 
     # ------------------------------------------------------------------ Twilio → us
     def on_media(self, ev: Media) -> None:
@@ -181,10 +212,11 @@ class LiveCall:
         if self.events is not None and self.chunk_samples:
             self._emit_chunks(self.recorder.stream_samples - self.recorder.clock.window)
 
-    def _emit_chunks(self, settled: int) -> None:
-        """Chunk events for settled audio (late frames can no longer change it)."""
-        while settled - self._chunk_done >= self.chunk_samples:
-            a, b = self._chunk_done, self._chunk_done + self.chunk_samples
+    def _emit_chunks(self, settled: int, final: bool = False) -> None:
+        """Chunk events for settled audio (late frames can no longer change it). At hang-up
+        (``final``) the rest goes too, the last chunk short: a call's chunks add up to its recording."""
+        while settled - self._chunk_done >= self.chunk_samples or (final and settled > self._chunk_done):
+            a, b = self._chunk_done, min(settled, self._chunk_done + self.chunk_samples)
             inbound = read_span(self.recorder.call_dir / "inbound.wav", a, b)
             outbound = read_span(self.recorder.call_dir / "outbound.wav", a, b)
             emit(self.events, "on_track_audio_data", self.sid, "inbound", inbound, 8000)
@@ -194,7 +226,8 @@ class LiveCall:
             self._chunk_done = b
 
     def on_dtmf(self, ev: Dtmf) -> None:
-        self.recorder.event("dtmf", digit=ev.digit, at_ms=self.stream_time_ms())
+        at = self.stream_sample()
+        self.recorder.event("dtmf", digit=ev.digit, at_ms=at / 8, at_sample=at)
         if self.agent is not None and hasattr(self.agent, "on_dtmf"):
             self.agent.on_dtmf(ev.digit)
 
@@ -204,16 +237,25 @@ class LiveCall:
             self.agent.on_mark(ev.name)
 
     # ------------------------------------------------------------------ CallIO (the assistant's side)
-    def stream_time_ms(self) -> float:
-        """Stream clock: the end of the latest caller frame, extrapolated by at most 20 ms of wall time."""
+    def stream_sample(self) -> int:
+        """Stream clock (samples): the end of the latest caller frame, extrapolated by at most 20 ms
+        of wall time while the call goes on; exactly the stream's last moment once it has ended."""
+        if self.ended:
+            return self.recorder.stream_samples
         since = min(0.02, max(0.0, self.wall_clock() - self._last_frame_wall))
-        return self.recorder.stream_samples / 8 + since * 1000
+        return self.recorder.stream_samples + int(since * 8000)
 
-    async def play(self, ulaw: bytes) -> None:
+    def stream_time_ms(self) -> float:
+        """The stream clock in ms, for display and journal times."""
+        return self.stream_sample() / 8
+
+    async def play(self, ulaw: bytes) -> tuple[int, int] | None:
+        """Send assistant audio; returns the [start, end) samples where it plays (None: not sent)."""
         if self.ended or self.mode != "assistant":
-            return
-        self.recorder.play(ulaw, int(self.stream_time_ms() * 8))
+            return None
+        span = self.recorder.play(ulaw, self.stream_sample())
         await self._send(serialize(SendMedia(ulaw), self.stream_sid))
+        return span
 
     async def mark(self, name: str) -> None:
         if self.ended or self.mode != "assistant":
@@ -223,7 +265,7 @@ class LiveCall:
     async def clear(self) -> None:
         if self.ended or self.mode != "assistant":
             return
-        self.recorder.clear(int(self.stream_time_ms() * 8))
+        self.recorder.clear(self.stream_sample())
         await self._send(serialize(SendClear(), self.stream_sid))
 
     async def hangup(self) -> None:
@@ -232,15 +274,19 @@ class LiveCall:
         self.end_reason = "assistant hung up"
         await self._close(1000, "call ended by the assistant")
 
-    def add_turn(self, role: str, text: str, start_ms: float, end_ms: float, interrupted: bool = False,
+    def add_turn(self, role: str, text: str, start: int, end: int, interrupted: bool = False,
                  **extra: Any) -> None:
-        self.recorder.add_turn(role, text, start_ms, end_ms, interrupted, **extra)
+        """One turn of the transcript; ``start``/``end`` are sample indexes on the stream clock."""
+        self.recorder.add_turn(role, text, start, end, interrupted, **extra)
         if self.events is not None:
             index = extra.get("index", self._turn_index)
             self._turn_index += 1
             track = "inbound" if role == "caller" else "outbound"
-            audio = read_span(self.recorder.call_dir / f"{track}.wav", int(start_ms * 8), int(end_ms * 8))
+            audio = self.read_track(track, start, end)
             emit(self.events, "on_turn_audio", self.sid, role, index, text, audio, 8000)
+
+    def read_caller_audio(self, start: int, stop: int) -> np.ndarray:
+        return self.read_track("inbound", start, stop)
 
     def journal_event(self, kind: str, **data: Any) -> None:
         """Anything else the call's summary should know (e.g. the messages the assistant took)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.audio import mulaw
-from app.recording.journal import Journal
+from app.recording.journal import Journal, append_once
 from app.recording.timeline import HoleTracker, StreamClock
 from app.recording.track import MasterTrack
 
@@ -142,6 +142,19 @@ class CallRecorder:
         self.journal.append("clear", at_ms=now / 8, cut_ms=cut / 8)
         return cut
 
+    def cut_at_hangup(self, now: int) -> int:
+        """The call ended at `now`: drop assistant audio queued after it (never heard). Not a clear,
+        not a barge-in: journaled as `hangup_cut`. Returns samples cut."""
+        cut = max(0, self.queue_end - now)
+        if cut:
+            try:
+                self.tracks["outbound"].silence(now, self.queue_end)
+            except OSError as exc:
+                log.error("call %s: cutting the outbound master failed (%s)", self.call_sid, exc)
+            self.event("hangup_cut", at_ms=now / 8, cut_ms=cut / 8, at_sample=now, cut_samples=cut)
+        self.queue_end = min(self.queue_end, now)
+        return cut
+
     def playing(self, now: int | None = None) -> bool:
         now = self.stream_samples if now is None else now
         return self.queue_end > now
@@ -153,10 +166,19 @@ class CallRecorder:
         except OSError as exc:
             log.error("call %s: journal write failed (%s)", self.call_sid, exc)
 
-    def add_turn(self, role: str, text: str, start_ms: float, end_ms: float, interrupted: bool = False,
+    def add_turn(self, role: str, text: str, start: int, end: int, interrupted: bool = False,
                  **extra: Any) -> None:
-        self.event("turn", role=role, text=text, start_ms=round(start_ms, 1), end_ms=round(end_ms, 1),
-                   interrupted=interrupted, **extra)
+        """Journal one turn. Where it sits is the sample index (exact); ms are for display.
+        After close (a transcript finished after hang-up) the line is appended all the same."""
+        record = dict(role=role, text=text, start_sample=int(start), end_sample=int(end),
+                      start_ms=round(start / 8, 3), end_ms=round(end / 8, 3), interrupted=interrupted, **extra)
+        if self.closed:
+            try:
+                append_once(self.journal.path, "turn", **record)
+            except OSError as exc:
+                log.error("call %s: journal write failed (%s)", self.call_sid, exc)
+            return
+        self.event("turn", **record)
 
     # ------------------------------------------------------------------ end
     def close(self, reason: str) -> int:
@@ -164,7 +186,8 @@ class CallRecorder:
         if self.closed:
             return max(t.end for t in self.tracks.values())
         self.closed = True
-        end = max(self.clock.frontier, self.queue_end, *(t.end for t in self.tracks.values()))
+        # The call lasts as long as its stream (assistant audio queued past it was cut at hang-up).
+        end = max(self.clock.frontier, *(t.end for t in self.tracks.values()))
         # Nothing is written past max_samples, and a hostile jump must not stretch the file past it either.
         end = min(end, max(self.max_samples, *(t.end for t in self.tracks.values())))
         for t in self.tracks.values():

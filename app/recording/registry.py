@@ -9,29 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from app.recording.events import emit
-from app.recording.finalize import ExportOptions, finalize_call
+from app.recording.finalize import ExportOptions, finalize_call, rewrite_transcript
 from app.recording.live import LiveCall
 from app.recording.store import CallStore
+from app.threads import background_executor
 
 __all__ = ["CallRegistry", "CallRefused"]
 
 log = logging.getLogger("callscribe.registry")
-
-
-def _lower_priority() -> None:
-    """Encoding threads run at nice 10 (per thread on Linux): when the CPU is short, frames on the
-    event loop come first and encoding catches up later (measured: p99 frame lateness at 100
-    paced calls 65 → 18 ms, bench/)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
-        pass
 
 
 class CallRefused(Exception):
@@ -49,8 +37,7 @@ class CallRegistry:
         self.events = events
         self.opts = opts
         self.max_concurrent = max_concurrent
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="callscribe-export",
-                                           initializer=_lower_priority)
+        self.executor = background_executor("callscribe-export", workers)
         self.live: dict[str, LiveCall] = {}
         self.tasks: set[asyncio.Task] = set()
         self.finalized_count = 0
@@ -89,12 +76,17 @@ class CallRegistry:
         call.end_reason = call.end_reason or reason
         try:
             exporter, total = await call.stop_background()
+            pending = call.tail_pending
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(
                 self.executor, lambda: finalize_call(self.store, call.sid, self.opts, exporter=exporter, total=total,
-                                                     end_reason=call.end_reason))
+                                                     end_reason=call.end_reason, transcript_pending=bool(pending)))
             self.finalized_count += 1
             self.last_finalize_seconds = result["stats"]["finalize_seconds"]
+            if pending:
+                # The files are out; the caller's last turns are transcribed now and the text rewritten.
+                await call.transcribe_tail()
+                result = await loop.run_in_executor(self.executor, rewrite_transcript, self.store, call.sid) or result
             if self.events is not None:
                 emit(self.events, "on_complete", call.sid, result)
             return result

@@ -39,7 +39,10 @@ def transcript_lines(entries: list[dict[str, Any]]) -> list[str]:
         text = e["text"]
         if e.get("kind") == "dtmf":
             text = f"(pressed {e['text']})"
-        if e.get("interrupted"):
+        if e.get("cut_by") == "hangup":
+            cut = f'[call ended during: "{e["cut_text"]}"]' if e.get("cut_text") else "[call ended]"
+            text = f"{text} {cut}" if text else cut
+        elif e.get("interrupted"):
             text = f"{text} [interrupted]" if text else "[interrupted before any words were heard]"
         lines.append(f"[{fmt_clock(e['start_ms'])}] {label}: {text}")
     return lines
@@ -64,12 +67,16 @@ def summary_text(result: dict[str, Any], transcript: list[str]) -> str:
         f"Mode: {result['mode']}",
         f"Duration: {fmt_clock(result['duration_s'] * 1000)} ({result['duration_s']:.2f} s)",
         f"Ended By: {result.get('end_reason') or 'unknown'}",
-        f"Recovered After Crash: {'yes' if result.get('recovered') else 'no'}",
-        f"Turns: {stats.get('turns', 0)} (caller {stats.get('caller_turns', 0)}, assistant {stats.get('assistant_turns', 0)})",
+        f"Recovered After Crash: " + (f"yes (finalised at {result['recovered_at']})" if result.get("recovered")
+                                      and result.get("recovered_at") else "yes" if result.get("recovered") else "no"),
+        f"Turns: {stats.get('turns', 0)} (caller {stats.get('caller_turns', 0)}, "
+        + (f"assistant {stats.get('assistant_turns', 0)})" if result["mode"] == "assistant"
+           else f"other party {stats.get('other_turns', 0)})"),
         f"Talk Time: caller {talk.get('inbound', 0):.1f} s, "
         f"{'assistant' if result['mode'] == 'assistant' else 'other party'} {talk.get('outbound', 0):.1f} s, "
         f"overlap {talk.get('overlap', 0):.1f} s",
-        f"Barge-ins: {stats.get('barge_ins', 0)}",
+        f"Barge-ins: {stats.get('barge_ins', 0)}"
+        + (f" (and {stats['cut_at_hangup']} reply cut off by the hang-up)" if stats.get("cut_at_hangup") else ""),
         "Response Latency: " + (
             f"median {lat['median_ms']:.0f} ms, worst {lat['worst_ms']:.0f} ms over {lat['count']} replies"
             if lat.get("count") else "n/a (no replies to caller turns)"),
@@ -81,6 +88,8 @@ def summary_text(result: dict[str, Any], transcript: list[str]) -> str:
     for w in result.get("warnings", []):
         lines.append(f"Warning: {w}")
     lines += ["", "=== ALL RESPONSES ==="]
+    if result.get("transcript_pending"):
+        lines.append("(the transcript of the last turns is still being made; this summary is rewritten when it is done)")
     lines += transcript or ["(no speech was transcribed)"]
     if result.get("notes"):
         lines += ["", "=== MESSAGES TAKEN ==="] + [f"- {n}" for n in result["notes"]]

@@ -15,6 +15,7 @@ import logging
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from app.agent.transcriber import TranscriberIO
 from app.recording.live import LiveCall, tone
 from app.recording.registry import CallRefused
 from app.twilio.events import Connected, Dtmf, Mark, Media, Start, Stop
@@ -275,6 +276,13 @@ class _StreamShell:
             # The greeting waits for the first caller frame: only then is the stream clock known
             # (Twilio's first timestamp is ~100-160 ms, not 0), so the recording places it where it plays.
             self.greet_pending = st.greeting != "none" or call.agent is not None
+        if call.agent is None and st.transcribe and s.agent_factory is not None \
+                and hasattr(s.agent_factory, "transcriber"):
+            tracks = ("inbound", "outbound") if mode == "listen" else ("inbound",)
+            io = TranscriberIO(read=call.read_track, settled=call.settled_sample, now=call.stream_sample,
+                               add_turn=call.add_turn)
+            call.transcriber = s.agent_factory.transcriber(io, tracks)
+            s.registry.spawn(call.transcriber.start())
         return True
 
     async def greet(self) -> None:
@@ -283,7 +291,7 @@ class _StreamShell:
         if call.agent is not None:
             self.services.registry.spawn(call.agent.start())
             return
-        now = call.stream_time_ms()
-        await call.play(tone())
+        span = await call.play(tone())
         await call.mark("greeting")
-        call.add_turn("assistant", "(greeting chime)", now, now + 600.0)
+        if span is not None:
+            call.add_turn("assistant", "(greeting chime)", *span)

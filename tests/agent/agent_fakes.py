@@ -120,15 +120,17 @@ class FakeCallIO:
     clears: list[float] = field(default_factory=list)
     turns: list[dict] = field(default_factory=list)
     hangup_at: float | None = None
+    journal: list[tuple[str, dict]] = field(default_factory=list)
     session: AgentSession | None = None
 
-    def stream_time_ms(self) -> float:
-        return self.now
+    def stream_sample(self) -> int:
+        return round(self.now * 8)
 
-    async def play(self, ulaw: bytes) -> None:
+    async def play(self, ulaw: bytes) -> tuple[int, int]:
         start = max(self.queue_end, self.now)
         self.played.append((start, len(ulaw)))
         self.queue_end = start + len(ulaw) / 8
+        return round(start * 8), round(self.queue_end * 8)
 
     async def mark(self, name: str) -> None:
         self.marks.append((name, max(self.queue_end, self.now)))
@@ -145,12 +147,15 @@ class FakeCallIO:
     async def hangup(self) -> None:
         self.hangup_at = self.now
 
-    def add_turn(
-        self, role: str, text: str, start_ms: float, end_ms: float, interrupted: bool = False, **extra
-    ) -> None:
-        self.turns.append(
-            dict(role=role, text=text, start_ms=start_ms, end_ms=end_ms, interrupted=interrupted, **extra)
-        )
+    def add_turn(self, role: str, text: str, start: int, end: int, interrupted: bool = False, **extra) -> None:
+        self.turns.append(dict(role=role, text=text, start_ms=start / 8, end_ms=end / 8, start_sample=start,
+                               end_sample=end, interrupted=interrupted, **extra))
+
+    def read_caller_audio(self, start: int, stop: int) -> np.ndarray:
+        return np.zeros(max(0, stop - start), np.int16)
+
+    def journal_event(self, kind: str, **data) -> None:
+        self.journal.append((kind, data))
 
     def tick(self) -> None:
         due = [m for m in self.marks if m[1] <= self.now]

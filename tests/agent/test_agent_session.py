@@ -145,3 +145,36 @@ async def test_dtmf_reaches_the_responder_and_aclose_stops_midway() -> None:
     assert greeting["interrupted"] and greeting["end_ms"] <= 600
     assert greeting["text"] == "A very long greeting sentence that keeps going."
     assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+
+
+@pytest.mark.asyncio
+async def test_hang_up_mid_reply_keeps_the_sentences_played_in_full_and_marks_the_cut_one() -> None:
+    # The greeting's sentences play at 10 ms a character: 27 chars, 15, then 15 → [0, 270), [270, 420), ...
+    timeline = Timeline([])
+    session, io, _ = make_session(timeline, ScriptedResponder([], greeting=GREETING))
+    await session.start()
+    await drive(session, io, timeline, 340)  # the caller hangs up inside the second sentence
+    io.now = 340.0
+    await session.aclose()
+    (greeting,) = io.turns
+    assert greeting["interrupted"] and greeting["cut_by"] == "hangup"
+    assert greeting["text"] == "Thank you for calling Acme."  # played in full before the hang-up
+    assert greeting["cut_text"] == "This is Jarvis."
+    assert greeting["end_sample"] == 340 * 8 and greeting["start_sample"] == 0
+    assert session.barge_ins == 0 and io.clears == []
+
+
+@pytest.mark.asyncio
+async def test_a_turn_still_open_or_untranscribed_at_hang_up_is_transcribed_after_it() -> None:
+    timeline = Timeline([Say(1000, 2000, "I want to leave a message."), Say(2800, 3400, "My name is Ann.")])
+    session, io, _ = make_session(timeline, ScriptedResponder([["Sure."]]))
+    await session.start()
+    await drive(session, io, timeline, 3420)  # hangs up 20 ms after the last word: no end-of-turn silence
+    await session.aclose()
+    assert [t["text"] for t in io.turns if t["role"] == "caller"] == ["I want to leave a message."]
+    assert session.tail_pending == 1
+    await session.transcribe_tail()
+    last = io.turns[-1]
+    assert (last["role"], last["text"], last["start_sample"], last["at_hangup"]) == (
+        "caller", "My name is Ann.", 2800 * 8, True)
+    assert session.tail_pending == 0

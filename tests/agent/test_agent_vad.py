@@ -133,3 +133,19 @@ def test_energy_vad_fallback_finds_the_turn() -> None:
     turns = [e for e in _run(TurnDetector(EnergyVAD()), x) if isinstance(e, TurnEnded)]
     assert len(turns) == 1
     assert 900 <= turns[0].start_sample / 8 <= 1300
+
+
+def test_flush_at_hang_up_ends_the_turn_in_progress() -> None:
+    det = TurnDetector(LoudIsSpeech(), TurnParams(start_ms=200, stop_ms=700, preroll_ms=300, tail_ms=200))
+    x = _signal([(1000, 2500)], 2600)  # hangs up 100 ms after speaking: no end-of-turn silence yet
+    assert not [e for e in _run(det, x) if isinstance(e, TurnEnded)]
+    (turn,) = det.flush(len(x))
+    assert (turn.start_sample, turn.end_sample) == (8000, 20000) and not turn.forced
+    assert det.state is TurnState.QUIET and det.flush(len(x)) == []
+    det2 = TurnDetector(LoudIsSpeech(), TurnParams(start_ms=200, stop_ms=700))
+    _run(det2, _signal([(1000, 2600)], 2600))  # still talking at the hang-up
+    (turn2,) = det2.flush(2600 * 8)
+    assert (turn2.start_sample, turn2.end_sample, turn2.forced) == (8000, 2600 * 8, True)
+    det3 = TurnDetector(LoudIsSpeech(), TurnParams(start_ms=200, stop_ms=700, min_turn_ms=250))
+    _run(det3, _signal([(1000, 1100)], 1200))  # a blip is no turn
+    assert det3.flush(1200 * 8) == []

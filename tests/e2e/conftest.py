@@ -76,13 +76,19 @@ class Server:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def result(self, sid: str, timeout: float = 30.0) -> dict:
-        """The call's JSON once finalised."""
+    def result(self, sid: str, timeout: float = 30.0, transcript: bool = True) -> dict:
+        """The call's JSON once finalised (and, with ``transcript``, once its transcript is complete:
+        turns still being transcribed at hang-up are written a moment after the audio)."""
         path = self.responses / f"call_{sid}.json"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if path.exists() and (self.responses / ".calls" / sid / "finalized").exists():
-                return json.loads(path.read_text())
+                try:
+                    out = json.loads(path.read_text())
+                except ValueError:
+                    out = {"transcript_pending": True}  # replaced while read: read again
+                if not (transcript and out.get("transcript_pending")):
+                    return out
             time.sleep(0.05)
         raise AssertionError(f"call {sid} was not finalised in {timeout} s; log:\n{self.log.read_text()[-3000:]}")
 

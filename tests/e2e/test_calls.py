@@ -8,6 +8,7 @@ import hashlib
 import json
 import signal
 import time
+from datetime import datetime
 
 import httpx
 import numpy as np
@@ -163,7 +164,12 @@ async def test_kill_9_mid_call_is_recovered_at_next_start(make_server):
     out = again.result(sid)
     assert out["recovered"] is True
     summary = (again.responses / f"call_{sid}_summary.txt").read_text()
-    assert "Recovered After Crash: yes" in summary
+    assert "Recovered After Crash: yes (finalised at " in summary
+    # Completed when its audio ended (the crash), not when the next start recovered it.
+    started, completed, recovered = (datetime.fromisoformat(out[k].replace("Z", "+00:00"))
+                                     for k in ("started_at", "completed_at", "recovered_at"))
+    assert abs((completed - started).total_seconds() - out["duration_s"]) <= 1.5, out
+    assert completed <= recovered
     # ~3 s of audio had been sent when the server died: at most one second may be missing.
     assert 2.0 <= out["duration_s"] <= 3.6, out["duration_s"]
     x, _ = decode(again.responses / out["files"]["conversation"])

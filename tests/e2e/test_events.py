@@ -76,15 +76,20 @@ async def test_events_and_turn_clips(inproc_server):
     role, index, text, audio, rate = events.turns[0]
     assert (role, index, text, rate) == ("assistant", 0, "(greeting chime)", 8000)
     master, _ = sf.read(str(responses / ".calls" / res.call_sid / "outbound.wav"), dtype="int16")
-    start = int(events.complete[0]["turns"][0]["start_ms"] * 8)
-    assert np.array_equal(audio, master[start:start + len(audio)]) and np.abs(audio).max() > 1000
-    # Chunks every 16000 bytes (1 s) of each track, covering the settled call in order, bit-exact.
-    inbound = np.concatenate(events.track_chunks["inbound"])
-    assert all(len(c) == 8000 for c in events.track_chunks["inbound"]) and len(inbound) >= 3 * 8000
-    rec, _ = sf.read(str(responses / ".calls" / res.call_sid / "inbound.wav"), dtype="int16")
-    assert np.array_equal(inbound, rec[:len(inbound)])
+    turn = events.complete[0]["turns"][0]
+    start, end = turn["start_sample"], turn["end_sample"]  # integer sample indexes end to end
+    assert len(audio) == end - start and np.array_equal(audio, master[start:end]) and np.abs(audio).max() > 1000
+    # Chunks every 16000 bytes (1 s) of each track, in order, bit-exact, and at hang-up the rest:
+    # the chunks of the call add up to its recording exactly, the last one short.
+    total = round(events.complete[0]["duration_s"] * 8000)
+    assert total == res.stream_duration_ms * 8 and total % 8000  # 6.12 s: six whole chunks and a short one
+    for track in ("inbound", "outbound"):
+        chunks = events.track_chunks[track]
+        assert [len(c) for c in chunks] == [8000] * (total // 8000) + [total % 8000]
+        rec, _ = sf.read(str(responses / ".calls" / res.call_sid / f"{track}.wav"), dtype="int16")
+        assert np.array_equal(np.concatenate(chunks), rec)
     mixed = np.concatenate(events.mixed)
-    assert len(mixed) == len(inbound)
+    assert len(mixed) == total
     # One clip per turn on disk, named with index and role, listed in the JSON.
     clip = events.complete[0]["files"]["turn_clips"][0]
     assert clip == f"call_{res.call_sid}_turn00_assistant.wav"

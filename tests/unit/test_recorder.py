@@ -151,3 +151,17 @@ def test_disk_errors_are_counted_and_the_call_goes_on(rec, monkeypatch, caplog):
         rec.on_media("inbound", 20 * i, frame(100))
     assert rec.stats["inbound"].write_errors == 5
     assert sum("No space left" in r.message for r in caplog.records) == 1  # logged once
+
+
+def test_hang_up_cuts_queued_assistant_audio_and_the_call_lasts_as_long_as_its_stream(rec):
+    for i in range(10):
+        rec.on_media("inbound", 20 * i, frame(0))  # the stream ends at 200 ms (1600 samples)
+    rec.play(frame(1000, 8000))  # a 1 s reply queued at Twilio when the caller hung up
+    cut = rec.cut_at_hangup(rec.stream_samples)
+    assert cut == 8000  # the whole reply: it would have started playing at the stream's last moment
+    assert rec.clears == 0  # not a barge-in
+    n = rec.close("caller hung up (stop)")
+    assert n == 1600
+    assert len(read(rec, "outbound")) == len(read(rec, "inbound")) == 1600
+    kinds = [line for line in (rec.call_dir / "journal.jsonl").read_text().splitlines() if '"hangup_cut"' in line]
+    assert len(kinds) == 1 and '"cut_samples":8000' in kinds[0]
