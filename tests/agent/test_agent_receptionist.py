@@ -30,8 +30,8 @@ async def test_takes_a_message_with_retry_question_and_confirmation() -> None:
         "I can take a message for the team.",
         "May I have your name, please?",
     ]
-    assert await _say(r, "") == ["Sorry, I didn't catch that.", "May I have your name, please?"]
     assert await _say(r, "[BLANK_AUDIO]") == ["Sorry, I didn't catch that.", "May I have your name, please?"]
+    # (a third unusable answer moves on: tests/agent/test_agent_receptionist_dialogue.py)
     assert await _say(r, "Uh, it's Ann Lee.") == ["Thank you, Ann Lee.", "And what is your call about?"]
     assert await _say(r, "What time is it?") == ["It's 3:42 PM.", "And what is your call about?"]
     assert await _say(r, "I'm calling about my crown, it feels loose.") == [
@@ -43,10 +43,8 @@ async def test_takes_a_message_with_retry_question_and_confirmation() -> None:
         "We're open Monday to Friday, 9am to 5pm.",
         "Is there anything else I can help you with?",
     ]
-    assert await _say(r, "Who am I talking to?") == [
-        "I'm Jarvis, the virtual receptionist for Acme Dental.",
-        "Is there anything else I can help you with?",
-    ]
+    # "Anything else?" was asked twice in a row: the answer comes without it a third time.
+    assert await _say(r, "Who am I talking to?") == ["I'm Jarvis, the virtual receptionist for Acme Dental."]
     assert not r.ends_call
     assert await _say(r, "No thanks, bye.") == ["Thank you for calling Acme Dental.", "Goodbye!"]
     assert r.ends_call
