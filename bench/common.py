@@ -379,7 +379,11 @@ class Server:
                if k not in ("API_KEY", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL") and not k.startswith("OPENAI")}
         env.update({"RECORDINGS_DIRECTORY": str(self.responses), "GREETING": "tone", "LOG_LEVEL": "INFO",
                     "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "CALL_MODE": "listen",
-                    "FORWARD_TO": "+15005550006", "DEFAULT_AUDIO_FORMAT": "mp3"})
+                    "FORWARD_TO": "+15005550006", "DEFAULT_AUDIO_FORMAT": "mp3",
+                    # The recording path is what these benches measure (and what pipecat's buffer is
+                    # compared with): listen-only transcription (on by default) is switched off here and
+                    # measured on its own (concurrency diagnostic `ours_transcribe`).
+                    "TRANSCRIBE": "false"})
         env.update(self.env)
         if self.kind == "app":
             cmd = [sys.executable, "-m", "app.cli", "serve", "--host", self.host, "--port", str(self.port),

@@ -60,10 +60,16 @@ def main(src: str, dst: str) -> None:
                   ("(a) masters at hang-up", [H["masters_at_hangup"].get(str(n), {}).get("ready_s") for n in lengths])]
         if P:
             series.append(("(b) pydub at hang-up", [P["hangup"].get(str(n), {}).get("mp3", {}).get("wall_s") for n in lengths]))
+        spreads = {"ours (incremental)": H["ours"], "(a) masters at hang-up": H["masters_at_hangup"]}
         w = 0.8 / len(series)
         for i, (lbl, v) in enumerate(series):
             xs = [j + i * w for j in range(len(lengths))]
-            ax.bar(xs, [x or 0 for x in v], w, label=lbl)
+            err = None
+            if lbl in spreads and H.get("repeats", 1) > 1:  # min–max of the repeats around the median
+                rr = [spreads[lbl].get(str(n), {}) for n in lengths]
+                err = [[max(0.0, (r.get("ready_s") or 0) - (r.get("ready_s_min") or r.get("ready_s") or 0)) for r in rr],
+                       [max(0.0, (r.get("ready_s_max") or r.get("ready_s") or 0) - (r.get("ready_s") or 0)) for r in rr]]
+            ax.bar(xs, [x or 0 for x in v], w, label=lbl, yerr=err, capsize=3 if err else 0)
             for xx, vv in zip(xs, v):
                 if vv is not None:
                     ax.annotate(f"{vv:.2f}", (xx, vv), ha="center", va="bottom", fontsize=7)
@@ -79,18 +85,24 @@ def main(src: str, dst: str) -> None:
     ax = axes[1][1]
     C = R.get("concurrency")
     if C:
-        for k, style in (("ours", "o-"), ("bare", "s--"), ("ours_wav", "^:"), ("ours_nice", "v-.")):
-            if k not in C:
+        for ci, (k, style) in enumerate((("ours", "o-"), ("bare", "s--"), ("ours_wav", "^:"), ("ours_nice", "v-."),
+                                                  ("ours_transcribe", "d:"))):
+            if not isinstance(C.get(k), dict):
                 continue
-            st = sorted(C[k]["steps"], key=lambda s: s["calls"])
-            xs = [s["calls"] for s in st]
-            ys = [(s.get("server_lateness_ms") or {}).get("p99_ms") for s in st]
-            ax.plot(xs, [y if y is not None else float("nan") for y in ys], style,
-                    label=f"{k}: ceiling {C[k]['ceiling']} calls")
-            cpu = [s["server_cpu_cores"] for s in st]
-            for x, y, c in zip(xs, ys, cpu):
-                if y is not None:
-                    ax.annotate(f"{c:.2f} cores", (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+            reps = sorted({s.get("repeat", 1) for s in C[k]["steps"]})
+            lo, hi = C[k].get("ceiling_min"), C[k].get("ceiling_max")
+            label = f"{k}: ceiling {C[k]['ceiling']:g} calls" + (f" (median; {lo}–{hi})" if len(reps) > 1 else "")
+            for ri, rep in enumerate(reps):  # one line per repeat, same colour
+                st = sorted((s for s in C[k]["steps"] if s.get("repeat", 1) == rep), key=lambda s: s["calls"])
+                xs = [s["calls"] for s in st]
+                ys = [(s.get("server_lateness_ms") or {}).get("p99_ms") for s in st]
+                ax.plot(xs, [y if y is not None else float("nan") for y in ys], style, color=f"C{ci}",
+                        alpha=1.0 if ri == 0 else 0.5, label=label if ri == 0 else None)
+                if ri == 0:
+                    for x, y, c in zip(xs, ys, [s["server_cpu_cores"] for s in st]):
+                        if y is not None:
+                            ax.annotate(f"{c:.2f} cores", (x, y), fontsize=6, xytext=(2, 2),
+                                        textcoords="offset points")
         ax.axhline(50, color="r", lw=0.8, ls=":", label="p99 limit 50 ms")
         ax.set_yscale("log")
         ax.set_xlabel("concurrent paced calls (100 messages/s each)")

@@ -12,7 +12,14 @@ Benchmarks (`--bench NAME[,NAME…]`, default all but `assistant`):
   concurrency  paced listen-mode calls (100 messages/s each) one worker holds with 0 frames lost and
                p99 frame lateness < 50 ms, vs a bare FastAPI WebSocket endpoint (bench/bare_server.py)
   profile      py-spy on the server under paced load: hot spots; json.loads vs orjson.loads
+  wer          word error rate: our voice (hibari) and real human speech, each through 8 kHz μ-law, heard
+               by our Whisper tiny.en (bench/wer.py)
   assistant    (only with --assistant) assistant response latency by stage from call JSONs
+
+Wall-clock figures that background load moves (the concurrency ceilings, hang-up times) are the median
+of `--repeats` runs (default 3, 1 with --quick), printed with their min–max; the concurrency ceilings
+come with the CPU per message, which load moves far less. The machine's load (load average, CPU used by
+other processes, CPU steal) is recorded for the run and for each benchmark, so a noisy run shows.
 
 Servers are real `python -m app.cli serve` processes on 127.0.0.1 (the concurrency test runs the
 same app through bench/serve_probe.py, which adds a frame-lateness probe). Baselines run in
@@ -42,7 +49,7 @@ from common import (  # noqa: E402
     BENCH, FIRST_TS, OUT, ROOT, WORK, LeanCall, Server, cpu_precise, load_payloads, prepare_audio,
 )
 
-ALL = ["hangup", "memory", "cpu", "concurrency", "profile"]
+ALL = ["wer", "hangup", "memory", "cpu", "concurrency", "profile"]
 VENV_BASELINES = BENCH / ".venv-baselines"
 VENV_TOOLS = BENCH / ".venv-tools"
 
@@ -107,6 +114,70 @@ def machine() -> dict:
     return {"cpu_model": model, "cores": os.cpu_count(), "ram_gib": round(mem / 2**30, 1),
             "python": platform.python_version(), "kernel": platform.release(), "versions": vers,
             "loadavg_start": os.getloadavg()}
+
+
+# --------------------------------------------------------------------------- background load
+
+_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def _proc_stat_cpu() -> dict[str, int] | None:
+    """The machine-wide `cpu` line of /proc/stat in clock ticks (steal only where the kernel reports it)."""
+    try:
+        with open("/proc/stat") as f:
+            parts = f.readline().split()
+    except OSError:
+        return None
+    if not parts or parts[0] != "cpu":
+        return None
+    vals = [int(x) for x in parts[1:1 + len(_STAT_FIELDS)]]
+    return dict(zip(_STAT_FIELDS, vals))
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and of every child it has reaped (servers, load generators, baselines)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def load_snapshot() -> dict:
+    return {"t": time.monotonic(), "loadavg": [round(x, 2) for x in os.getloadavg()], "stat": _proc_stat_cpu(),
+            "own_cpu_s": _own_cpu_s()}
+
+
+def load_between(a: dict, b: dict) -> dict:
+    """What the machine did between two snapshots, so a reader can tell a noisy run.
+
+    background_cores: machine-wide busy CPU minus the CPU of the bench's own process tree (this
+    process and its reaped children), per second of wall time, i.e. how many cores other people's
+    work took. steal_pct: CPU time the hypervisor gave to other guests (/proc/stat `steal`)."""
+    out: dict = {"wall_s": round(b["t"] - a["t"], 1), "loadavg_before": a["loadavg"], "loadavg_after": b["loadavg"]}
+    sa, sb = a.get("stat"), b.get("stat")
+    wall = b["t"] - a["t"]
+    if sa and sb and wall > 0:
+        hz = os.sysconf("SC_CLK_TCK")
+        d = {k: sb[k] - sa[k] for k in sa if k in sb}
+        total = sum(d.values()) or 1
+        busy_s = sum(d.get(k, 0) for k in ("user", "nice", "system", "irq", "softirq")) / hz
+        own = b["own_cpu_s"] - a["own_cpu_s"]
+        out["machine_busy_cores"] = round(busy_s / wall, 2)
+        out["bench_cores"] = round(own / wall, 2)
+        out["background_cores"] = round(max(0.0, busy_s - own) / wall, 2)
+        if "steal" in d:
+            out["steal_pct"] = round(100 * d["steal"] / total, 2)
+        out["iowait_pct"] = round(100 * d.get("iowait", 0) / total, 2)
+    return out
+
+
+def describe_load(L: dict, cores: int | None) -> str:
+    s = (f"load average (1 min) {L['loadavg_before'][0]:.2f} before, {L['loadavg_after'][0]:.2f} after"
+         f" on {cores or '?'} cores")
+    if "background_cores" in L:
+        s += (f"; other processes used {L['background_cores']:.2f} cores on average (machine busy "
+              f"{L['machine_busy_cores']:.2f}, this bench {L['bench_cores']:.2f})")
+    if "steal_pct" in L:
+        s += f"; CPU steal {L['steal_pct']:.1f} %"
+    return s
 
 
 # --------------------------------------------------------------------------- streaming helpers
@@ -196,36 +267,75 @@ async def warm_up(server: Server, pin, pout) -> None:
 # --------------------------------------------------------------------------- 1. hang-up
 
 
+def spread(values: list) -> dict:
+    """Median, min, max and the runs themselves (None values, i.e. failed runs, are kept in `runs` only)."""
+    v = [x for x in values if isinstance(x, (int, float)) and x == x]
+    med = round(statistics.median(v), 4) if v else None
+    if med is not None and all(isinstance(x, int) for x in v) and med == int(med):
+        med = int(med)  # a ceiling stays a whole number of calls
+    return {"median": med, "min": (min(v) if v else None),
+            "max": (max(v) if v else None), "runs": list(values), "n": len(v)}
+
+
+def _merge_repeats(rows: list[dict]) -> dict:
+    """One hang-up figure over its repeats: the first run's fields, `ready_s` = the median, plus spread."""
+    sp = spread([r["ready_s"] for r in rows])
+    out = dict(rows[0])
+    out.pop("repeat", None)
+    out.update({"ready_s": sp["median"], "ready_s_min": sp["min"], "ready_s_max": sp["max"],
+                "ready_s_runs": sp["runs"], "repeats": len(rows),
+                "duration_ok": all(r["duration_ok"] for r in rows),
+                "end_reasons": sorted({str(r["end_reason"]) for r in rows}),
+                "server_finalize_s_runs": [r["server_finalize_s"] for r in rows]})
+    return out
+
+
 def bench_hangup(args, R: dict, pin, pout) -> None:
+    """Each figure is the median of `--repeats` calls. Both servers run side by side and every repeat
+    goes through ours (60x + tail), ours (pure 60x) and (a) in turn, so background load hits all alike."""
     lengths = [1] if args.quick else [1, 10, 60]
     tail = 5.0 if args.quick else 10.0
-    out: dict = {"lengths": lengths, "tail_s": tail, "pace_x": 60}
+    reps = args.repeats
+    out: dict = {"lengths": lengths, "tail_s": tail, "pace_x": 60, "repeats": reps}
+    plans = {"ours": [(m, 60.0, tail) for m in lengths],
+             "ours_no_tail": [] if args.quick else [(m, 60.0, 0.0) for m in (10, 60)],
+             "masters_at_hangup": [(m, None, tail) for m in lengths]}
 
-    async def series(server: Server, plan: list[tuple[float, float | None, float]]) -> list[dict]:
-        await warm_up(server, pin, pout)
-        rows = []
-        for minutes, speed, tl in plan:
-            r = await one_call(server, minutes, speed, tl, pin, pout)
-            log(f"  {server.name}: {minutes:g}-min call, {'unpaced' if not speed else f'{speed:g}x'}"
-                f"{f' + {tl:g} s real-time tail' if tl else ''}: files ready {r['ready_s']} s after stop "
-                f"(server finalize {r['server_finalize_s']} s)")
-            rows.append(r)
-        return rows
+    inc = Server("app", {"EXPORT_INTERVAL_S": "5"}, name="hangup-incremental")
+    mas = Server("app", {"EXPORT_INTERVAL_S": "0"}, name="hangup-masters")
+    server_of = {"ours": inc, "ours_no_tail": inc, "masters_at_hangup": mas}
 
-    s = Server("app", {"EXPORT_INTERVAL_S": "5"}, name="hangup-incremental").start()
+    async def body() -> dict[str, dict[str, list[dict]]]:
+        await warm_up(inc, pin, pout)
+        await warm_up(mas, pin, pout)
+        runs: dict[str, dict[str, list[dict]]] = {k: {} for k in plans}
+        for rep in range(1, reps + 1):
+            load = os.getloadavg()[0]
+            for key, plan in plans.items():
+                server = server_of[key]
+                for minutes, speed, tl in plan:
+                    r = await one_call(server, minutes, speed, tl, pin, pout)
+                    r["repeat"], r["loadavg_1m"] = rep, round(load, 2)
+                    log(f"  [{rep}/{reps}] {server.name}: {minutes:g}-min call, "
+                        f"{'unpaced' if not speed else f'{speed:g}x'}"
+                        f"{f' + {tl:g} s real-time tail' if tl else ''}: files ready {r['ready_s']} s after stop "
+                        f"(server finalize {r['server_finalize_s']} s)")
+                    runs[key].setdefault(str(minutes), []).append(r)
+        return runs
+
     try:
-        plan = [(m, 60.0, tail) for m in lengths] + ([] if args.quick else [(m, 60.0, 0.0) for m in (10, 60)])
-        rows = asyncio.run(series(s, plan))
-        out["ours"] = {str(r["minutes"]): r for r in rows[:len(lengths)]}
-        out["ours_no_tail"] = {str(r["minutes"]): r for r in rows[len(lengths):]}
+        inc.start()
+        mas.start()
+        runs = asyncio.run(body())
     finally:
-        s.stop()
-    s = Server("app", {"EXPORT_INTERVAL_S": "0"}, name="hangup-masters").start()
-    try:
-        rows = asyncio.run(series(s, [(m, None, tail) for m in lengths]))
-        out["masters_at_hangup"] = {str(r["minutes"]): r for r in rows}
-    finally:
-        s.stop()
+        inc.stop()
+        mas.stop()
+    for key, by_len in runs.items():
+        out[key] = {m: _merge_repeats(rows) for m, rows in by_len.items()}
+        for m, r in out[key].items():
+            if reps > 1:
+                log(f"  {key}, {m} min: median {r['ready_s']} s (min {r['ready_s_min']}, max {r['ready_s_max']}; "
+                    f"{reps} repeats)")
     R["hangup"] = out
 
 
@@ -363,10 +473,13 @@ def concurrency_step(kind: str, n: int, window: float, ramp: float, settle: floa
         env["DEFAULT_AUDIO_FORMAT"] = "wav"
     if kind == "ours_nice":  # experiment: export threads at nice +10 (bench/serve_probe.py)
         env["BENCH_EXPORTER_NICE"] = "10"
+    if kind == "ours_transcribe":  # diagnostic: the default listen-mode transcription on (Server turns it off)
+        env["TRANSCRIBE"] = "true"
     if kind.endswith("_sansio"):  # experiment: uvicorn's websockets-sansio implementation
         env["BENCH_WS_IMPL"] = "websockets-sansio"
         kind = kind[: -len("_sansio")]
-    server_kind = {"ours": "probe", "ours_wav": "probe", "ours_nice": "probe", "bare": "bare", "app": "app"}[kind]
+    server_kind = {"ours": "probe", "ours_wav": "probe", "ours_nice": "probe", "ours_transcribe": "probe",
+                   "bare": "bare", "app": "app"}[kind]
     server = Server(server_kind, env, name=f"conc-{kind}-{n}").start()
     procs = []
     try:
@@ -443,8 +556,12 @@ def concurrency_step(kind: str, n: int, window: float, ramp: float, settle: floa
                 "server_cpu_cores": round((cpu1 - cpu0) / window, 3), "gen_cpu_cores": round(gen_cpu, 3),
                 "server_rss_mb": round(rss, 1), "window_s": window, "pass": ok,
                 "loadavg_1m": round(os.getloadavg()[0], 2),
-                "generator_limited": gen_p99 > 20.0,
-                "server_cpu_us_per_msg": round((cpu1 - cpu0) / max(1, n * 100 * window) * 1e6, 2)}
+                "generator_limited": gen_p99 > 20.0}
+        # CPU per message: the server's process CPU (all threads) over the window ÷ the messages it
+        # handled in that window (the probe counts each; nominal n × 100 × window where there is none).
+        msgs = (lat or {}).get("n") or n * 100 * window
+        step["messages"] = int(msgs)
+        step["server_cpu_us_per_msg"] = round((cpu1 - cpu0) / max(1, msgs) * 1e6, 2)
         if lat0 is not None:
             step["ramp_lateness_ms"] = {k: lat0.get(k) for k in ("n", "p99_ms", "max_ms")}
         return step
@@ -475,10 +592,10 @@ def _attempt(kind: str, n: int, window: float, ramp: float, settle: float, retry
     return s
 
 
-def ceilings(kinds: list[str], args) -> dict:
-    """Step the number of calls for every kind, interleaved (each step count runs for all kinds back to
-    back, so they see the same background load), then refine once between the last pass and the first
-    failure. Diagnostic kinds use shorter windows."""
+def ceilings(kinds: list[str], args, repeat: int = 1) -> dict:
+    """One ceiling search. Step the number of calls for every kind, interleaved (each step count runs
+    for all kinds back to back, so they see the same background load), then refine once between the
+    last pass and the first failure. Diagnostic kinds use shorter windows."""
     if args.quick:
         plan, ramp, settle = [20], 1.0, 1.0
         windows = {k: 5.0 for k in kinds}
@@ -492,6 +609,7 @@ def ceilings(kinds: list[str], args) -> dict:
             break
         for k in active:
             s = _attempt(k, n, windows[k], ramp, settle, retry=not args.quick)
+            s["repeat"] = repeat
             st[k]["steps"].append(s)
             if s["pass"]:
                 st[k]["best"] = n
@@ -507,6 +625,7 @@ def ceilings(kinds: list[str], args) -> dict:
                     mids[k] = mid
         for k, mid in mids.items():
             s = _attempt(k, mid, windows[k], ramp, settle, retry=True)
+            s["repeat"] = repeat
             st[k]["steps"].append(s)
             if s["pass"]:
                 st[k]["best"] = mid
@@ -514,11 +633,58 @@ def ceilings(kinds: list[str], args) -> dict:
                 "capped": v["first_fail"] is None} for k, v in st.items()}
 
 
+def cpu_ref_calls(args) -> int:
+    """The step at which CPU per message is compared: low enough that both servers pass it every time."""
+    return 20 if args.quick else 100
+
+
 def bench_concurrency(args, R: dict) -> None:
-    kinds = ["ours", "bare"]
-    if not args.quick and not args.no_diagnostics:
-        kinds += ["ours_wav", "ours_nice"]
-    R["concurrency"] = ceilings(kinds, args)
+    """`--repeats` whole ceiling searches for ours and bare (interleaved step by step, and the order
+    within a step alternates between repeats); the ceilings are reported as median, min and max, beside
+    the CPU per message at a fixed step, which background load moves far less. The diagnostic series
+    (wav, nice, transcription on) run in the first repeat only."""
+    reps = args.repeats
+    main_kinds = ["ours", "bare"]
+    diag = [] if (args.quick or args.no_diagnostics) else ["ours_wav", "ours_nice", "ours_transcribe"]
+    ref = cpu_ref_calls(args)
+    runs: list[dict] = []
+    loads: list[dict] = []
+    for rep in range(1, reps + 1):
+        order = main_kinds if rep % 2 else main_kinds[::-1]
+        kinds = order + (diag if rep == 1 else [])
+        before = load_snapshot()
+        log(f"  repeat {rep}/{reps}: order {', '.join(kinds)}; load average {before['loadavg'][0]:.2f}")
+        runs.append(ceilings(kinds, args, repeat=rep))
+        L = load_between(before, load_snapshot())
+        L["repeat"] = rep
+        loads.append(L)
+        log(f"  repeat {rep}/{reps}: " + ", ".join(f"{k} {runs[-1][k]['ceiling']}" for k in kinds)
+            + f" calls; {describe_load(L, os.cpu_count())}")
+    C: dict = {"repeats": reps, "cpu_ref_calls": ref, "load": loads}
+    for k in main_kinds + diag:
+        per = [r[k] for r in runs if k in r]
+        sp = spread([p["ceiling"] for p in per])
+        cpu = []
+        for p in per:
+            at = [s for s in p["steps"] if s["calls"] == ref and s["pass"]]
+            cpu.append(at[0]["server_cpu_us_per_msg"] if at else None)
+        C[k] = {"ceiling": sp["median"], "ceiling_min": sp["min"], "ceiling_max": sp["max"],
+                "ceilings": sp["runs"], "first_fail": [p["first_fail"] for p in per],
+                "capped": any(p["capped"] for p in per), "window_s": per[0]["window_s"],
+                "steps": [s for p in per for s in p["steps"]],
+                "cpu_us_per_msg": spread(cpu) | {"calls": ref}}
+    o, b = C["ours"], C["bare"]
+    C["ratio_of_medians"] = round(o["ceiling"] / b["ceiling"], 3) if b["ceiling"] else None
+    C["ratios"] = [round(x / y, 3) if y else None for x, y in zip(o["ceilings"], b["ceilings"])]
+    co, cb = o["cpu_us_per_msg"]["median"], b["cpu_us_per_msg"]["median"]
+    C["cpu_ratio"] = round(co / cb, 3) if co and cb else None
+    log(f"  ceilings over {reps} repeat(s): ours median {o['ceiling']} (min {o['ceiling_min']}, max "
+        f"{o['ceiling_max']}), bare median {b['ceiling']} (min {b['ceiling_min']}, max {b['ceiling_max']}), "
+        f"ratio of medians {C['ratio_of_medians']}")
+    log(f"  CPU per message at {ref} paced calls: ours {co} µs (min {o['cpu_us_per_msg']['min']}, max "
+        f"{o['cpu_us_per_msg']['max']}), bare {cb} µs (min {b['cpu_us_per_msg']['min']}, max "
+        f"{b['cpu_us_per_msg']['max']}), ratio {C['cpu_ratio']}")
+    R["concurrency"] = C
 
 
 # --------------------------------------------------------------------------- profile
@@ -608,6 +774,15 @@ def bench_assistant(args, R: dict) -> None:
     print(rep.get("text", ""))
 
 
+# --------------------------------------------------------------------------- 6. word error rate
+
+
+def bench_wer(args, R: dict) -> None:
+    res = run_json([sys.executable, str(BENCH / "wer.py"), "--json"], timeout=900, env={"PYTHONPATH": str(ROOT)})
+    R["wer"] = res
+    print(res.get("text", ""))
+
+
 # --------------------------------------------------------------------------- targets
 
 
@@ -630,16 +805,18 @@ def build_table(R: dict, quick: bool) -> list[dict]:
             pyd = (pc or {}).get("hangup", {}).get(str(m), {}).get("mp3", {}).get("wall_s")
             big = m == max(H["lengths"])
             rows.append({"figure": f"hang-up → files ready, {m}-min call (mp3)", "ours": ours, "unit": "s",
+                         "ours_spread": _spread_of(H["ours"].get(str(m))),
                          "baseline": pyd, "baseline_name": "pydub export at hang-up",
                          "ratio": ours / pyd if ours and pyd else None,
                          "target": "≤ 1 s (60-min call)" if big and not quick else "",
                          "pass": (ours is not None and ours <= 1.0) if big and not quick else None})
             rows.append({"figure": f"  (a) export from masters at hang-up, {m} min", "ours": masters, "unit": "s",
+                         "ours_spread": _spread_of(H["masters_at_hangup"].get(str(m))),
                          "baseline": ours, "baseline_name": "ours (incremental)",
                          "ratio": masters / ours if masters and ours else None, "target": "", "pass": None})
         for m, r in (H.get("ours_no_tail") or {}).items():
             rows.append({"figure": f"  ours, pure 60x stream (no real-time tail), {m} min", "ours": r["ready_s"],
-                         "unit": "s", "baseline": None, "baseline_name": "", "ratio": None, "target": "", "pass": None})
+                         "ours_spread": _spread_of(r), "unit": "s", "baseline": None, "baseline_name": "", "ratio": None, "target": "", "pass": None})
     M = R.get("memory_ours")
     if M:
         pts = {p["minutes"]: p["per_call_mb"] for p in M["points"]}
@@ -690,18 +867,41 @@ def build_table(R: dict, quick: bool) -> list[dict]:
                          "target": "", "pass": None})
     C = R.get("concurrency")
     if C:
-        o, b = C["ours"]["ceiling"], C["bare"]["ceiling"]
-        rows.append({"figure": "concurrent paced calls, 0 lost, p99 < 50 ms", "ours": o, "unit": " calls",
-                     "baseline": b, "baseline_name": "bare FastAPI WS endpoint",
-                     "ratio": o / b if b else None, "target": "≥ 2/3 of bare (ratio ≥ 0.667)",
-                     "pass": (o / b >= 2 / 3) if b else None})
-    for key, label in (("ours_wav", "  diagnostic: our server with wav (no mp3 encode)"),
-                       ("ours_nice", "  experiment: mp3, export threads at nice 10")):
+        co, cb = C["ours"], C["bare"]
+        o, b = co["ceiling"], cb["ceiling"]
+        reps = C.get("repeats", 1)
+        rows.append({"figure": f"concurrent paced calls, 0 lost, p99 < 50 ms, median of {reps}", "ours": o,
+                     "unit": " calls", "ours_spread": (co.get("ceiling_min"), co.get("ceiling_max")),
+                     "baseline": b, "baseline_spread": (cb.get("ceiling_min"), cb.get("ceiling_max")),
+                     "baseline_name": "bare FastAPI WS endpoint",
+                     "ratio": o / b if o is not None and b else None, "target": "≥ 2/3 of bare (ratio ≥ 0.667)",
+                     "pass": (o / b >= 2 / 3) if o is not None and b else None})
+        uo, ub = co.get("cpu_us_per_msg") or {}, cb.get("cpu_us_per_msg") or {}
+        if uo.get("median") is not None:
+            rows.append({"figure": f"  stable: server CPU per message at {uo['calls']} paced calls",
+                         "ours": uo["median"], "unit": " µs", "ours_spread": (uo["min"], uo["max"]),
+                         "baseline": ub.get("median"), "baseline_spread": (ub.get("min"), ub.get("max")),
+                         "baseline_name": "bare FastAPI WS endpoint",
+                         "ratio": uo["median"] / ub["median"] if ub.get("median") else None,
+                         "target": "", "pass": None})
+    for key, label in (("ours_wav", "  diagnostic: ours writing wav (no mp3 encode)"),
+                       ("ours_nice", "  experiment: mp3, export threads at nice 10"),
+                       ("ours_transcribe", "  diagnostic: TRANSCRIBE=true (listen-mode STT)")):
         if C and C.get(key):
             o, b = C[key]["ceiling"], C["bare"]["ceiling"]
-            rows.append({"figure": label, "ours": o, "unit": " calls", "baseline": b,
-                         "baseline_name": "bare FastAPI WS endpoint", "ratio": o / b if b else None,
+            rows.append({"figure": label + (", 1st repeat" if C.get("repeats", 1) > 1 else ""), "ours": o,
+                         "unit": " calls", "baseline": b,
+                         "baseline_name": "bare FastAPI WS endpoint (median)", "ratio": o / b if b else None,
                          "target": "", "pass": None})
+    W = R.get("wer")
+    if W and not W.get("error"):
+        for key, label in (("voice", "assistant: hibari voice → μ-law 8 kHz → Whisper WER"),
+                           ("human", "human speech (testdata) → μ-law 8 kHz → Whisper WER")):
+            p = W.get(key) or {}
+            if p.get("wer") is not None:
+                rows.append({"figure": label, "ours": round(100 * p["wer"], 1), "unit": " %",
+                             "baseline": None, "baseline_name": f"{p['edits']}/{p['words']} words",
+                             "ratio": None, "target": "", "pass": None, "note": f"{p['edits']}/{p['words']} words"})
     J = R.get("json_vs_orjson")
     if J and J.get("orjson_loads_us"):
         rows.append({"figure": "orjson.loads on a Twilio media message", "ours": J["orjson_loads_us"], "unit": " µs",
@@ -717,19 +917,46 @@ def build_table(R: dict, quick: bool) -> list[dict]:
 
 
 def _step(C: dict, kind: str, calls: int) -> dict | None:
-    """The passing concurrency step of `kind` with exactly `calls`, else its largest passing step ≤ calls."""
+    """The passing concurrency step of `kind` with exactly `calls` (over repeats: the one with the median
+    server CPU), else its largest passing step ≤ calls."""
     steps = [s for s in (C.get(kind) or {}).get("steps", []) if s["pass"] and s["calls"] <= calls]
-    exact = [s for s in steps if s["calls"] == calls]
-    return (exact or sorted(steps, key=lambda s: s["calls"]))[-1] if steps else None
+    exact = sorted((s for s in steps if s["calls"] == calls), key=lambda s: s["server_cpu_cores"])
+    if exact:
+        return exact[(len(exact) - 1) // 2]
+    return sorted(steps, key=lambda s: s["calls"])[-1] if steps else None
+
+
+def _spread_of(r: dict | None) -> tuple | None:
+    """(min, max) of a hang-up figure measured more than once, else None."""
+    if not r or r.get("repeats", 1) < 2:
+        return None
+    return r.get("ready_s_min"), r.get("ready_s_max")
+
+
+def fmt_spread(v, sp, unit: str) -> str:
+    """'150 calls [125–175]': the median with the min–max of its repeats (when there were several)."""
+    s = fmt(v, unit)
+    if sp and sp[0] is not None and sp[1] is not None:
+        lo, hi = (round(x, 3) if isinstance(x, float) else x for x in sp)
+        s += f" [{lo}–{hi}]"
+    return s
+
+
+def _base_text(r: dict, paren: bool) -> str:
+    if r["baseline"] is None:
+        return r.get("note", "")
+    val = fmt_spread(r["baseline"], r.get("baseline_spread"), r["unit"])
+    return f"{val} ({r['baseline_name']})" if paren else f"{val} {r['baseline_name']}"
 
 
 def print_table(rows: list[dict]) -> str:
-    head = f"{'figure':56s} {'ours':>14s}   {'baseline (same run)':>44s} {'ratio':>8s}  {'target':30s} result"
+    head = f"{'figure':58s} {'ours [min–max]':>22s}   {'baseline (same run)':>52s} {'ratio':>8s}  {'target':30s} result"
     lines = [head, "-" * len(head)]
     for r in rows:
-        base = f"{fmt(r['baseline'], r['unit'])} {r['baseline_name']}" if r["baseline"] is not None else ""
+        base = _base_text(r, paren=False)
         res = "" if r["pass"] is None else ("PASS" if r["pass"] else "MISS")
-        lines.append(f"{r['figure'][:56]:56s} {fmt(r['ours'], r['unit']):>14s}   {base[:44]:>44s} "
+        ours = fmt_spread(r["ours"], r.get("ours_spread"), r["unit"])
+        lines.append(f"{r['figure'][:58]:58s} {ours:>22s}   {base[:52]:>52s} "
                      f"{(fmt(r['ratio'], 'x', 3) if r['ratio'] is not None else ''):>8s}  {r['target'][:30]:30s} {res}")
     text = "\n".join(lines)
     print(text)
@@ -737,13 +964,31 @@ def print_table(rows: list[dict]) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    out = ["| figure | ours | baseline (same run) | ratio | target | result |", "|---|---:|---|---:|---|---|"]
+    out = ["| figure | ours [min–max of repeats] | baseline (same run) | ratio | target | result |",
+           "|---|---:|---|---:|---|---|"]
     for r in rows:
-        base = f"{fmt(r['baseline'], r['unit'])} ({r['baseline_name']})" if r["baseline"] is not None else ""
+        base = _base_text(r, paren=True)
         res = "" if r["pass"] is None else ("**PASS**" if r["pass"] else "**MISS**")
-        out.append(f"| {r['figure'].strip()} | {fmt(r['ours'], r['unit'])} | {base} | "
+        out.append(f"| {r['figure'].strip()} | {fmt_spread(r['ours'], r.get('ours_spread'), r['unit'])} | {base} | "
                    f"{fmt(r['ratio'], 'x', 3) if r['ratio'] is not None else ''} | {r['target']} | {res} |")
     return "\n".join(out)
+
+
+def load_summary(R: dict) -> str:
+    """The machine's load, for the run and each benchmark: what a reader needs to judge the wall-clock figures."""
+    L = R.get("load") or {}
+    cores = (R.get("machine") or {}).get("cores")
+    lines = ["Machine load (other processes = machine-wide busy CPU minus this bench's own process tree;"
+             " the load average includes the bench itself):"]
+    for name, v in L.items():
+        if name != "run":
+            lines.append(f"- {name}: {describe_load(v, cores)}")
+    if "run" in L:
+        lines.append(f"- whole run: {describe_load(L['run'], cores)}")
+    C = R.get("concurrency") or {}
+    for v in C.get("load") or []:
+        lines.append(f"- concurrency repeat {v['repeat']}: {describe_load(v, cores)}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- main
@@ -761,9 +1006,17 @@ def main() -> int:
     ap.add_argument("--assistant-dir", help="read call_*.json from this folder instead of placing calls")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--no-diagnostics", action="store_true",
-                    help="concurrency: skip the diagnostic ceilings (our server with wav; export threads at nice 10)")
+                    help="concurrency: skip the diagnostic ceilings (our server with wav; export threads at nice 10; "
+                         "transcription on)")
+    ap.add_argument("--repeats", type=int, default=None, metavar="N",
+                    help="repeats of the wall-clock figures (concurrency ceilings, hang-up); "
+                         "default 3, 1 with --quick; the median and min–max are reported")
     ap.add_argument("--out", default=str(OUT / "results.json"))
     args = ap.parse_args()
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
     chosen = [b for x in args.bench for b in x.split(",") if b] or list(ALL)
     if args.assistant and "assistant" not in chosen:
         chosen.append("assistant")
@@ -774,7 +1027,8 @@ def main() -> int:
     (OUT / "logs").mkdir(exist_ok=True)
     shutil.rmtree(WORK, ignore_errors=True)
     t_start = time.monotonic()
-    R: dict = {"mode": "quick" if args.quick else "full", "benchmarks": chosen,
+    run_before = load_snapshot()
+    R: dict = {"mode": "quick" if args.quick else "full", "benchmarks": chosen, "repeats": args.repeats,
                "started": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine()}
     if set(chosen) != set(ALL) and Path(args.out).exists():
         # A partial run updates the figures it measures and keeps the others (same mode only).
@@ -784,7 +1038,7 @@ def main() -> int:
             prev = {}
         if prev.get("mode") == R["mode"]:
             keep = {k: v for k, v in prev.items() if k not in ("table", "errors", "duration_s", "benchmarks")}
-            R = keep | {"mode": R["mode"], "benchmarks": chosen, "machine": R["machine"],
+            R = keep | {"mode": R["mode"], "benchmarks": chosen, "machine": R["machine"], "repeats": args.repeats,
                         "started": R["started"], "updated_from": prev.get("started")}
     m = R["machine"]
     log(f"machine: {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB, Python {m['python']}, "
@@ -793,6 +1047,8 @@ def main() -> int:
     R["audio_source"] = (OUT / "cache" / "source.txt").read_text().strip()
     pin, pout = load_payloads()
     steps = []
+    if "wer" in chosen:
+        steps.append(("word error rate (voice and human speech, 8 kHz μ-law)", lambda: bench_wer(args, R)))
     if "hangup" in chosen:
         steps.append(("hangup", lambda: bench_hangup(args, R, pin, pout)))
     if "memory" in chosen or "cpu" in chosen:
@@ -808,9 +1064,12 @@ def main() -> int:
     if "assistant" in chosen:
         steps.append(("assistant latency", lambda: bench_assistant(args, R)))
     errors = {}
+    loads = R.setdefault("load", {})
+    cores = os.cpu_count()
     for name, fn in steps:
         log(f"== {name}")
         t = time.monotonic()
+        before = load_snapshot()
         try:
             fn()
         except Exception as exc:  # keep going: one broken bench must not hide the others
@@ -818,21 +1077,30 @@ def main() -> int:
 
             traceback.print_exc()
             errors[name] = f"{type(exc).__name__}: {exc}"
-        log(f"   {name} took {time.monotonic() - t:.0f} s")
+        loads[name] = load_between(before, load_snapshot())
+        log(f"   {name} took {time.monotonic() - t:.0f} s; {describe_load(loads[name], cores)}")
     R["errors"] = errors
     R["machine"]["loadavg_end"] = os.getloadavg()
+    loads["run"] = load_between(run_before, load_snapshot())
     R["duration_s"] = round(time.monotonic() - t_start, 1)
     rows = build_table(R, args.quick)
     R["table"] = rows
     print()
     text = print_table(rows)
+    load_text = load_summary(R)
+    print("\n" + load_text)
     if "profile" in R:
         p = R["profile"]
         print(f"\nprofile ({p['tool']}; {p['calls']} paced calls): threads {p.get('threads_pct')}")
         for k, v in (p.get("event_loop_pct") or {}).items():
             print(f"  event loop {v:5.1f} %  {k}")
     Path(args.out).write_text(json.dumps(R, indent=2, default=str) + "\n")
-    (OUT / "summary.md").write_text(markdown_table(rows) + "\n\n```\n" + text + "\n```\n")
+    (OUT / "summary.md").write_text(
+        f"Run of {R['started']} ({R['mode']} mode: {', '.join(chosen)}), {R['duration_s']:.0f} s; wall-clock figures "
+        f"are the median of {args.repeats} repeat(s) [min–max]"
+        + (f"; figures of benchmarks not in this run are kept from the run of {R['updated_from']}"
+           if R.get("updated_from") else "") + "\n\n" + markdown_table(rows) + "\n\n" + load_text
+        + "\n\n```\n" + text + "\n```\n")
     log(f"wrote {Path(args.out).relative_to(ROOT)} and bench/out/summary.md in {R['duration_s']:.0f} s total")
     if not args.no_plot:
         try:
