@@ -130,13 +130,7 @@ class CallRecorder:
     def clear(self, now: int | None = None) -> int:
         """The caller barged in at `now`: drop what was queued after it. Returns samples cut."""
         now = self.stream_samples if now is None else now
-        cut = max(0, self.queue_end - now)
-        if cut:
-            try:
-                self.tracks["outbound"].silence(now, self.queue_end)
-            except OSError as exc:
-                log.error("call %s: cutting the outbound master failed (%s)", self.call_sid, exc)
-        self.queue_end = min(self.queue_end, now)
+        cut = self._cut_after(now)
         self.clears += 1
         self.cut_samples += cut
         self.journal.append("clear", at_ms=now / 8, cut_ms=cut / 8)
@@ -145,13 +139,19 @@ class CallRecorder:
     def cut_at_hangup(self, now: int) -> int:
         """The call ended at `now`: drop assistant audio queued after it (never heard). Not a clear,
         not a barge-in: journaled as `hangup_cut`. Returns samples cut."""
+        cut = self._cut_after(now)
+        if cut:
+            self.event("hangup_cut", at_ms=now / 8, cut_ms=cut / 8, at_sample=now, cut_samples=cut)
+        return cut
+
+    def _cut_after(self, now: int) -> int:
+        """Silence the assistant audio queued after `now`; returns how many samples that was."""
         cut = max(0, self.queue_end - now)
         if cut:
             try:
                 self.tracks["outbound"].silence(now, self.queue_end)
             except OSError as exc:
                 log.error("call %s: cutting the outbound master failed (%s)", self.call_sid, exc)
-            self.event("hangup_cut", at_ms=now / 8, cut_ms=cut / 8, at_sample=now, cut_samples=cut)
         self.queue_end = min(self.queue_end, now)
         return cut
 

@@ -19,6 +19,7 @@ import soundfile as sf
 from app.agent.receptionist import ReceptionistResponder
 from app.config import Settings
 from tests.e2e.conftest import ROOT
+from tests.e2e.test_assistant import wait_ready
 from tests.paths import TESTDATA
 
 pytestmark = [pytest.mark.e2e]
@@ -41,15 +42,6 @@ def call_sid(stdout: str) -> str:
 
 def four_files(server, sid: str) -> list[Path]:
     return [server.responses / f"call_{sid}{suffix}" for suffix in ("_conversation.mp3", ".txt", "_summary.txt", ".json")]
-
-
-def wait_ready(server, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(server.base + "/healthz").json().get("assistant") == "ready":
-            return
-        time.sleep(0.2)
-    raise AssertionError("assistant did not load")
 
 
 def greeting() -> str:
