@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from app.recording.store import CallStore
 
 __all__ = ["main"]
 
@@ -83,16 +87,36 @@ def _export(args: argparse.Namespace) -> int:
 def _recover(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.main import export_options
-    from app.recording.registry import CallRegistry
+    from app.call.registry import CallRegistry
     from app.recording.store import CallStore
 
     settings = Settings.load()
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    registry = CallRegistry(CallStore(settings.recordings_directory), export_options(settings))
-    done = registry.recover_sync()
+    store = CallStore(settings.recordings_directory)
+    registry = CallRegistry(store, export_options(settings))
+    try:
+        done = registry.recover_sync()
+    finally:
+        registry.executor.shutdown()
     print(f"recovered {len(done)} call(s)" + (": " + ", ".join(done) if done else ""))
-    registry.executor.shutdown()
+    failed = _still_unfinished(store)
+    if failed:
+        print(f"callscribe recover: {len(failed)} call(s) could not be finalised (see the log above; their masters "
+              f"and journal are kept for the next attempt): {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _still_unfinished(store: CallStore) -> list[str]:
+    """Unfinished calls nobody is recording: after recovery, the ones it failed to finalise."""
+    failed = []
+    for sid in store.unfinished():
+        lock = store.lock(sid)
+        if lock is None:
+            continue  # being recorded by a live server: not ours to finish
+        lock.release()
+        failed.append(sid)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:

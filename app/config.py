@@ -13,20 +13,9 @@ from typing import Literal
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "parse_bitrate"]
+from app.audio.formats import FORMATS, parse_bitrate
 
-
-def parse_bitrate(value: str | int | None) -> int | None:
-    """'128k' / '128' / 128000 → kbps (int). None/'' → None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int):
-        return value // 1000 if value >= 1000 else value
-    m = re.fullmatch(r"\s*(\d+)\s*(k|kbps|kb/s)?\s*", str(value).lower())
-    if not m:
-        raise ValueError(f"bitrate {value!r} is not a number of kbps like '64k' or '128k'")
-    n = int(m.group(1))
-    return n // 1000 if n >= 1000 and not m.group(2) else n
+__all__ = ["Settings"]
 
 
 class Settings(BaseSettings):
@@ -95,8 +84,6 @@ class Settings(BaseSettings):
     @field_validator("default_audio_format")
     @classmethod
     def _known_format(cls, v: str) -> str:
-        from app.audio.formats import FORMATS
-
         v = v.lower().strip()
         if v not in FORMATS:
             raise ValueError(f"DEFAULT_AUDIO_FORMAT={v!r} is not one of {sorted(FORMATS)}")

@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 
 from app.config import Settings
 from app.recording.finalize import ExportOptions
-from app.recording.registry import CallRegistry
+from app.call.registry import CallRegistry
 from app.recording.store import CallStore
 from app.web import audio_api, calls_api, errors, health, media_stream, twilio_routes
 from app.web.deps import Services
@@ -35,6 +35,17 @@ def _stream_secret(store: CallStore) -> bytes:
     except FileExistsError:
         pass
     return bytes.fromhex(path.read_text().strip())
+
+
+def _log_recovery_failure(recovery: asyncio.Future) -> None:
+    """Recovery at start runs in the background while the server serves: if the pass itself
+    fails (each call's own failure is logged by the registry), say so rather than lose it."""
+    if recovery.cancelled():
+        return
+    exc = recovery.exception()
+    if exc is not None:
+        log.error("recovery at start-up failed (%s); unfinished calls keep their masters and journal until "
+                  "the next start or `callscribe recover`", type(exc).__name__, exc_info=exc)
 
 
 def export_options(s: Settings) -> ExportOptions:
@@ -68,6 +79,7 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
                         "this server.")
         loop = asyncio.get_running_loop()
         recovery = loop.run_in_executor(registry.executor, registry.recover_sync)
+        recovery.add_done_callback(_log_recovery_failure)
         app.state.recovery = recovery
         warmup = getattr(services.agent_factory, "warmup", None)
         if warmup is not None:  # load the speech models without holding up start-up

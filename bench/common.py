@@ -3,11 +3,12 @@
 Stdlib only at import time (the load generator imports this module too). numpy/soundfile are
 imported lazily by `prepare_audio`, which runs under the app's venv.
 
-The lean client speaks just enough RFC 6455 to be cheap: it builds Twilio-shaped JSON text with
-`%` formatting and writes client frames with a zero masking key (the MASK bit is set as the RFC
-requires; a zero key makes masking a no-op for us, the server still runs its unmasking code).
-It never uses the `websockets` library, so the sender costs a few µs per message and the server
-is what gets measured.
+The messages, frames, sockets and the server process come from tests/support, as the e2e and
+security tests use them. The lean client on top of them is what a benchmark needs to be cheap:
+it builds Twilio-shaped JSON text with `%` formatting and writes client frames with a zero
+masking key (the MASK bit is set as the RFC requires; a zero key makes masking a no-op for us,
+the server still runs its unmasking code). It never uses the `websockets` library, so the sender
+costs a few µs per message and the server is what gets measured.
 """
 
 from __future__ import annotations
@@ -16,31 +17,39 @@ import asyncio
 import base64
 import json
 import os
-import re
-import secrets
+import shutil
 import signal
-import socket
-import subprocess
+import statistics
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # tests/support, and the app for prepare_audio
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.frames import (  # noqa: E402
+    CONNECTED, FIRST_TS, FRAME_BYTES, FRAME_MS, MEDIA, ZERO_KEY, frame_head, new_sid, start_msg, stop_msg,
+    token_from, voice_form, ws_frame,
+)
+from tests.support.server import Server as AppServer, open_local  # noqa: E402
+from tests.support.sockets import free_port, http_request, parse_response, ws_connect  # noqa: E402
+
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
 CACHE = OUT / "cache"
 WORK = OUT / "work"  # per-server recording directories (deleted after use)
 
-FIRST_TS = 120  # ms: Twilio's first media.timestamp is ~100-160 ms, as the simulator uses
-FRAME_MS = 20
-FRAME_BYTES = 160
 LOOP_SECONDS = 60
 LOOP_SLOTS = LOOP_SECONDS * 1000 // FRAME_MS  # 3000 frames per track in the audio loop
 
-MEDIA = ('{"event":"media","sequenceNumber":"%d","media":{"track":"%s","chunk":"%d","timestamp":"%d",'
-         '"payload":"%s"},"streamSid":"%s"}')
+__all__ = ["BENCH", "CACHE", "FIRST_TS", "FRAME_BYTES", "FRAME_MS", "MEDIA", "OUT", "ROOT", "WORK", "LeanCall",
+           "Server", "cpu_precise", "load_payloads", "log", "percentiles", "prepare_audio", "proc_rss_cpu", "spread"]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # --------------------------------------------------------------------------- audio
@@ -60,7 +69,6 @@ def prepare_audio() -> tuple[Path, Path]:
         return pin, pout
     import numpy as np
 
-    sys.path.insert(0, str(ROOT))
     from app.audio import mulaw
     from app.audio.resample import resample
 
@@ -132,37 +140,16 @@ def load_payloads() -> tuple[list[str], list[str]]:
 # --------------------------------------------------------------------------- the wire
 
 
-def ws_frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    """A client → server WebSocket frame (FIN, MASK bit set, zero masking key)."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0xFE)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0xFF)) + n.to_bytes(8, "big")
-    return head + b"\0\0\0\0" + payload
-
-
-def _frame_head(n: int) -> bytes:
-    if n < 126:
-        return bytes((0x81, 0x80 | n)) + b"\0\0\0\0"
-    return b"\x81\xfe" + n.to_bytes(2, "big") + b"\0\0\0\0"
-
-
 async def post_form(host: str, port: int, path: str, fields: dict[str, str], timeout: float = 30) -> tuple[int, str]:
+    """POST a form as Twilio's webhook client does; (status, body text)."""
     body = urlencode(fields).encode()
     r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    w.write((f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: TwilioProxy/1.1\r\n"
-             f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
-             "Connection: close\r\n\r\n").encode() + body)
+    w.write(http_request("POST", path, host, port, {"User-Agent": "TwilioProxy/1.1",
+                                                   "Content-Type": "application/x-www-form-urlencoded"}, body))
     data = await asyncio.wait_for(r.read(), timeout)
     w.close()
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), rest.decode("utf-8", "replace")
-
-
-TOKEN_RE = re.compile(r'<Parameter name="token" value="([^"]+)"')
+    status, rest = parse_response(data)
+    return status, rest.decode("utf-8", "replace")
 
 
 class LeanCall:
@@ -170,9 +157,9 @@ class LeanCall:
 
     def __init__(self, host: str, port: int, sid: str | None = None) -> None:
         self.host, self.port = host, port
-        self.sid = sid or "CA" + secrets.token_hex(16)
-        self.stream_sid = "MZ" + secrets.token_hex(16)
-        self.account_sid = "AC" + secrets.token_hex(16)
+        self.sid = sid or new_sid()
+        self.stream_sid = new_sid("MZ")
+        self.account_sid = new_sid("AC")
         self.seq = 0
         self.chunk = {"inbound": 0, "outbound": 0}
         self.sent = {"inbound": 0, "outbound": 0}
@@ -187,26 +174,13 @@ class LeanCall:
         self.t0 = 0.0  # monotonic time at which stream time 0 was due
 
     async def webhook(self) -> None:
-        status, body = await post_form(self.host, self.port, "/voice", {
-            "AccountSid": self.account_sid, "ApiVersion": "2010-04-01", "CallSid": self.sid,
-            "CallStatus": "ringing", "Direction": "inbound", "From": "+15005550006", "To": "+15005550001"})
+        status, body = await post_form(self.host, self.port, "/voice", voice_form(self.sid, self.account_sid))
         if status != 200:
             raise RuntimeError(f"POST /voice → {status}: {body[:200]}")
-        m = TOKEN_RE.search(body)
-        if not m:
-            raise RuntimeError(f"no stream token in the TwiML: {body[:300]}")
-        self.token = m.group(1)
+        self.token = token_from(body)
 
     async def connect(self, path: str = "/media-stream", timeout: float = 30) -> None:
-        r, w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        w.write((f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), timeout)
-        if b" 101 " not in head.split(b"\r\n", 1)[0]:
-            w.close()
-            raise RuntimeError(f"handshake refused: {head[:200]!r}")
-        self.reader, self.writer = r, w
+        self.reader, self.writer = await ws_connect(self.host, self.port, path, timeout=timeout)
         self._reader_task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
@@ -223,7 +197,7 @@ class LeanCall:
                 data = await r.readexactly(n) if n else b""
                 if op == 0x9:  # ping: answer as any client must (uvicorn drops silent peers after ~40 s)
                     if self.writer is not None:
-                        self.writer.write(ws_frame(data, 0xA))
+                        self.writer.write(ws_frame(data, 0xA, key=ZERO_KEY))
                     continue
                 if op == 0x8:
                     self.close_code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
@@ -238,15 +212,8 @@ class LeanCall:
     def start_bytes(self, tracks: tuple[str, ...] = ("inbound", "outbound"), extra: dict | None = None) -> bytes:
         self.seq += 1
         params = {"token": self.token, "callSid": self.sid, **(extra or {})}
-        start = {"event": "start", "sequenceNumber": str(self.seq),
-                 "start": {"accountSid": self.account_sid, "streamSid": self.stream_sid, "callSid": self.sid,
-                           "tracks": list(tracks),
-                           "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                           "customParameters": params},
-                 "streamSid": self.stream_sid}
-        connected = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
-        return (ws_frame(json.dumps(connected, separators=(",", ":")).encode())
-                + ws_frame(json.dumps(start, separators=(",", ":")).encode()))
+        start = start_msg(self.seq, self.stream_sid, self.sid, params, tracks, self.account_sid)
+        return ws_frame(CONNECTED.encode(), key=ZERO_KEY) + ws_frame(start.encode(), key=ZERO_KEY)
 
     def media_bytes(self, k0: int, k1: int, pin: list[str], pout: list[str] | None) -> bytes:
         """Frames for slots [k0, k1): inbound then outbound per slot, as Twilio interleaves them."""
@@ -261,14 +228,12 @@ class LeanCall:
             seq += 1
             ci += 1
             m = (MEDIA % (seq, "inbound", ci, ts, pin[j], sid)).encode()
-            parts.append(_frame_head(len(m)))
-            parts.append(m)
+            parts += (frame_head(len(m)), ZERO_KEY, m)
             if pout is not None:
                 seq += 1
                 co += 1
                 m = (MEDIA % (seq, "outbound", co, ts, pout[j], sid)).encode()
-                parts.append(_frame_head(len(m)))
-                parts.append(m)
+                parts += (frame_head(len(m)), ZERO_KEY, m)
         self.seq = seq
         self.sent["inbound"] += ci - self.chunk["inbound"]
         self.sent["outbound"] += co - self.chunk["outbound"]
@@ -278,9 +243,8 @@ class LeanCall:
 
     def stop_bytes(self) -> bytes:
         self.seq += 1
-        stop = {"event": "stop", "sequenceNumber": str(self.seq), "streamSid": self.stream_sid,
-                "stop": {"accountSid": self.account_sid, "callSid": self.sid}}
-        return ws_frame(json.dumps(stop, separators=(",", ":")).encode()) + ws_frame((1000).to_bytes(2, "big"), 0x8)
+        stop = stop_msg(self.seq, self.stream_sid, self.sid, self.account_sid)
+        return ws_frame(stop.encode(), key=ZERO_KEY) + ws_frame((1000).to_bytes(2, "big"), 0x8, key=ZERO_KEY)
 
     def write(self, data: bytes) -> bool:
         if self.writer is None or self.closed.is_set():
@@ -310,12 +274,6 @@ class LeanCall:
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def proc_rss_cpu(pid: int) -> tuple[float, float]:
     """(RSS bytes, user+system CPU seconds of all threads) from /proc."""
     with open(f"/proc/{pid}/stat") as f:
@@ -340,119 +298,63 @@ def cpu_precise(pid: int) -> float:
         return proc_rss_cpu(pid)[1]
 
 
-_LIVE_SERVERS: list["Server"] = []
+class Server(AppServer):
+    """A server in a child process on a free 127.0.0.1 port: the app, the app with a probe, or bare.
 
+    Its recordings go to bench/out/work/<name> (deleted on stop), its log to bench/out/logs/<name>.log."""
 
-def _stop_all_servers() -> None:  # a bench that dies must not leave servers behind
-    for s in list(_LIVE_SERVERS):
-        if s.proc is not None and s.proc.poll() is None:
-            s.proc.kill()
-
-
-import atexit  # noqa: E402
-
-atexit.register(_stop_all_servers)
-
-
-class Server:
-    """A server in a child process on a free 127.0.0.1 port: the app, the app with a probe, or bare."""
+    DEFAULTS = AppServer.DEFAULTS | {
+        "CALL_MODE": "listen", "FORWARD_TO": "+15005550006", "DEFAULT_AUDIO_FORMAT": "mp3",
+        # The recording path is what these benches measure (and what pipecat's buffer is
+        # compared with): listen-only transcription (on by default) is switched off here and
+        # measured on its own (concurrency diagnostic `ours_transcribe`).
+        "TRANSCRIBE": "false"}
+    SCRIPTS = {"probe": "serve_probe.py", "bare": "bare_server.py"}
 
     def __init__(self, kind: str, env: dict[str, str] | None = None, name: str = "") -> None:
+        if kind != "app" and kind not in self.SCRIPTS:
+            raise ValueError(kind)
         self.kind = kind
-        self.port = free_port()
-        self.host = "127.0.0.1"
-        self.base = f"http://{self.host}:{self.port}"
-        self.name = name or f"{kind}-{self.port}"
-        self.workdir = WORK / self.name
-        self.responses = self.workdir / "responses"
-        self.env = env or {}
-        self.proc: subprocess.Popen | None = None
-        self.log = OUT / "logs" / f"{self.name}.log"
+        port = free_port()
+        name = name or f"{kind}-{port}"
+        super().__init__(WORK / name, env, name=name, log=OUT / "logs" / f"{name}.log", port=port)
+
+    def inherits(self, key: str) -> bool:
+        return super().inherits(key) and key != "PUBLIC_BASE_URL" and not key.startswith("OPENAI")
+
+    def command(self) -> list[str]:
+        if self.kind == "app":
+            return super().command()
+        return [sys.executable, str(BENCH / self.SCRIPTS[self.kind]), "--port", str(self.port)]
 
     def start(self, timeout: float = 90) -> "Server":
-        import shutil
-
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("API_KEY", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL") and not k.startswith("OPENAI")}
-        env.update({"RECORDINGS_DIRECTORY": str(self.responses), "GREETING": "tone", "LOG_LEVEL": "INFO",
-                    "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "CALL_MODE": "listen",
-                    "FORWARD_TO": "+15005550006", "DEFAULT_AUDIO_FORMAT": "mp3",
-                    # The recording path is what these benches measure (and what pipecat's buffer is
-                    # compared with): listen-only transcription (on by default) is switched off here and
-                    # measured on its own (concurrency diagnostic `ours_transcribe`).
-                    "TRANSCRIBE": "false"})
-        env.update(self.env)
-        if self.kind == "app":
-            cmd = [sys.executable, "-m", "app.cli", "serve", "--host", self.host, "--port", str(self.port),
-                   "--graceful-timeout", "20"]
-        elif self.kind == "probe":
-            cmd = [sys.executable, str(BENCH / "serve_probe.py"), "--port", str(self.port)]
-        elif self.kind == "bare":
-            cmd = [sys.executable, str(BENCH / "bare_server.py"), "--port", str(self.port)]
-        else:
-            raise ValueError(self.kind)
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT)
-        _LIVE_SERVERS.append(self)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} server exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.kind} server did not start; log {self.log}")
+        return super().start(timeout)
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0, cleanup: bool = True) -> int:
+        rc = super().stop(sig, timeout)
+        if cleanup:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return rc
 
     def rss_cpu(self) -> tuple[float, float]:
         return proc_rss_cpu(self.pid)
 
     def get_json(self, path: str, timeout: float = 30) -> dict:
-        with urllib.request.urlopen(self.base + path, timeout=timeout) as r:
+        with open_local(self.base + path, timeout=timeout) as r:
             return json.loads(r.read())
 
     def metric(self, name: str) -> float:
-        with urllib.request.urlopen(self.base + "/metrics", timeout=30) as r:
+        with open_local(self.base + "/metrics", timeout=30) as r:
             for line in r.read().decode().splitlines():
                 if line.startswith(name + " "):
                     return float(line.split()[1])
         return float("nan")
 
-    def finalized(self, sid: str) -> bool:
-        return (self.responses / ".calls" / sid / "finalized").exists() and \
-            (self.responses / f"call_{sid}.json").exists()
 
-    def result(self, sid: str) -> dict | None:
-        try:
-            return json.loads((self.responses / f"call_{sid}.json").read_text())
-        except (OSError, ValueError):
-            return None
-
-    def stop(self, cleanup: bool = True) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self in _LIVE_SERVERS:
-            _LIVE_SERVERS.remove(self)
-        if cleanup:
-            import shutil
-
-            shutil.rmtree(self.workdir, ignore_errors=True)
+# --------------------------------------------------------------------------- statistics
 
 
 def percentiles(values, ps=(50, 90, 99, 99.9)) -> dict:
@@ -467,3 +369,13 @@ def percentiles(values, ps=(50, 90, 99, 99.9)) -> dict:
     out["max"] = v[-1]
     out["n"] = len(v)
     return out
+
+
+def spread(values: list) -> dict:
+    """Median, min, max and the runs themselves (None values, i.e. failed runs, are kept in `runs` only)."""
+    v = [x for x in values if isinstance(x, (int, float)) and x == x]
+    med = round(statistics.median(v), 4) if v else None
+    if med is not None and all(isinstance(x, int) for x in v) and med == int(med):
+        med = int(med)  # a ceiling stays a whole number of calls
+    return {"median": med, "min": (min(v) if v else None),
+            "max": (max(v) if v else None), "runs": list(values), "n": len(v)}

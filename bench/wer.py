@@ -3,7 +3,7 @@
 Two figures, both through 8 kHz G.711 μ-law, both heard by the app's own Whisper tiny.en
 (`app.agent.stt.LocalWhisperSTT`, default settings):
 
-  voice   our TTS voice (hibari, `app.agent.tts.HibariTTS(seed=1)`, which already emits 8 kHz μ-law)
+  voice   our TTS voice (hibari, `app.agent.tts.HibariTTS(seed=1)`, which emits 8 kHz PCM16, encoded to μ-law as Twilio carries it)
           speaking the fixed receptionist sentences, decoded and transcribed. This backs the
           README's "our voice through our speech-to-text" word-error figure.
   human   the real human speech in shared/testdata/speech whose manifest gives a complete source
@@ -91,7 +91,7 @@ def run() -> dict:
 
     voice = []
     for sentence in tests.RECEPTIONIST_SENTENCES:
-        ulaw = b"".join(tts.synth_sentences(normalize_for_speech(sentence)))  # what a call's stream carries
+        ulaw = mulaw.encode_bytes(b"".join(tts.synth_sentences(normalize_for_speech(sentence))))  # on the line
         heard = stt.transcribe_sync(mulaw.decode(ulaw))
         e, n = tests.wer(sentence, heard)
         voice.append({"ref": sentence, "heard": heard, "edits": e, "words": n, "audio_s": round(len(ulaw) / 8000, 2)})

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.paths import TESTDATA
+from tests.support.fixtures import make_server, module_server_factory  # noqa: F401 (fixtures for every folder)
+from tests.support.paths import TESTDATA
 
 
 @pytest.fixture(autouse=True)

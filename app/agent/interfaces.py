@@ -5,7 +5,7 @@ Owns the contracts between the turn loop (``session.py``) and its plug-ins:
 - ``VoiceActivity``  speech probability for a window of 8 kHz audio (Silero, energy, fakes)
 - ``SpeechToText``   a whole caller turn (int16, 8 kHz) → text
 - ``Responder``      caller text → reply sentences, plus greeting, end-of-call flag and notes
-- ``TextToSpeech``   text → 8 kHz μ-law chunks, streamed
+- ``TextToSpeech``   text → PCM16 chunks at the call's rate (``rate``), streamed
 - ``CallIO``         what the session needs from the call (implemented by the WebSocket shell)
 
 Knows nothing about Twilio JSON, WebSockets, FastAPI or the recorder's storage.
@@ -103,10 +103,12 @@ class Responder(Protocol):
 
 @runtime_checkable
 class TextToSpeech(Protocol):
-    """Streaming text-to-speech producing what Twilio plays."""
+    """Streaming text-to-speech producing what the caller hears, as PCM16 at ``rate``."""
+
+    rate: int
 
     def stream(self, text: str) -> AsyncIterator[bytes]:
-        """8 kHz μ-law chunks for ``text``, at least one per sentence, first before the rest is made.
+        """PCM16 LE mono chunks at ``rate`` for ``text``, at least one per sentence, first before the rest is made.
 
         Implementations are async generators. Closing the iterator early stops synthesis.
         """
@@ -121,7 +123,7 @@ class CallIO(Protocol):
     """
 
     def stream_sample(self) -> int: ...   # the call's stream clock now (samples); exact, not extrapolated, once ended
-    async def play(self, ulaw: bytes) -> tuple[int, int] | None: ...  # send media; returns [start, end) where it plays (None: call over)
+    async def play(self, pcm: bytes) -> tuple[int, int] | None: ...  # PCM16 at the call's rate; returns [start, end) where it plays (None: call over)
     async def mark(self, name: str) -> None: ...     # send a mark; on_mark(name) is called when Twilio echoes it
     async def clear(self) -> None: ...               # send clear; the recorder cuts its assistant track at stream_sample()
     async def hangup(self) -> None: ...              # close the stream (ends the call)

@@ -1,4 +1,4 @@
-"""Text-to-speech adapters producing 8 kHz μ-law, streamed.
+"""Text-to-speech adapters producing PCM16 at the call's rate (8 kHz by default), streamed.
 
 - :class:`HibariTTS`  default: hibari-tts "heart" voice (in the wheel, offline), ~30 ms to first audio
 - :class:`EspeakTTS`  fallback and test voice: espeak-ng via ``espeakng-loader`` + ctypes (robotic)
@@ -23,8 +23,7 @@ import numpy as np
 from app.agent.http import auth_headers, endpoint
 from app.agent.errors import ProviderError
 from app.agent.sentences import split_sentences
-from app.audio.mulaw import float_to_ulaw
-from app.audio.resample import StreamResampler, to_ulaw_8k
+from app.audio.resample import StreamResampler, float_to_pcm16, to_pcm16
 
 __all__ = ["EspeakTTS", "HibariTTS", "OpenAITTS"]
 
@@ -71,13 +70,14 @@ async def _stream_from_thread(produce: Callable[[threading.Event], Iterator[byte
 
 
 class HibariTTS:
-    """hibari-tts with its bundled "heart" voice (24 kHz float32 per sentence → μ-law 8 kHz).
+    """hibari-tts with its bundled "heart" voice (24 kHz float32 per sentence → PCM16 at `rate`).
 
     One engine is shared by all calls: G2P is serialised by a lock, the ONNX model runs
     concurrently. ``load()`` takes ~0.5 s; call it at start-up (in a thread) to warm up.
     """
 
-    def __init__(self, *, threads: int = 1, speed: float = 1.0, seed: int | None = None) -> None:
+    def __init__(self, *, threads: int = 1, speed: float = 1.0, seed: int | None = None, rate: int = 8000) -> None:
+        self.rate = rate
         self.threads = threads
         self.speed = speed
         self.seed = seed
@@ -98,7 +98,7 @@ class HibariTTS:
                 self._engine = engine
 
     def synth_sentences(self, text: str, stop: threading.Event | None = None) -> Iterator[bytes]:
-        """Blocking: μ-law 8 kHz bytes, one item per sentence."""
+        """Blocking: PCM16 bytes at `rate`, one item per sentence."""
         self.load()
         engine = self._engine
         rng = np.random.default_rng(self.seed)
@@ -109,7 +109,7 @@ class HibariTTS:
                 return
             audio = engine.from_ids(engine.ids(ps), self.speed, rng)
             if len(audio):
-                yield to_ulaw_8k(audio, engine.sample_rate)
+                yield to_pcm16(audio, engine.sample_rate, self.rate)
 
     async def stream(self, text: str) -> AsyncIterator[bytes]:
         async for chunk in _stream_from_thread(lambda stop: self.synth_sentences(text, stop)):
@@ -159,7 +159,8 @@ def _espeak() -> dict[str, Any]:
 class EspeakTTS:
     """espeak-ng through ``espeakng-loader`` (no system espeak). Robotic; for fallback and tests."""
 
-    def __init__(self, voice: str = "en-us", wpm: int = 165) -> None:
+    def __init__(self, voice: str = "en-us", wpm: int = 165, rate: int = 8000) -> None:
+        self.rate = rate
         self.voice = voice
         self.wpm = wpm
 
@@ -179,13 +180,13 @@ class EspeakTTS:
             return audio, int(e["rate"])
 
     def synth_sentences(self, text: str, stop: threading.Event | None = None) -> Iterator[bytes]:
-        """Blocking: μ-law 8 kHz bytes, one item per sentence."""
+        """Blocking: PCM16 bytes at `rate`, one item per sentence."""
         for sentence in split_sentences(text):
             if stop is not None and stop.is_set():
                 return
             audio, rate = self.synth(sentence)
             if len(audio):
-                yield to_ulaw_8k(audio.astype(np.float32) / 32768.0, rate)
+                yield to_pcm16(audio.astype(np.float32) / 32768.0, rate, self.rate)
 
     async def stream(self, text: str) -> AsyncIterator[bytes]:
         async for chunk in _stream_from_thread(lambda stop: self.synth_sentences(text, stop)):
@@ -211,19 +212,21 @@ class OpenAITTS:
         *,
         min_chunk_ms: int = 100,
         timeout: float = 30.0,
+        rate: int = 8000,
     ) -> None:
         self.client = client
         self.url = endpoint(base_url, "/v1/audio/speech")
         self.api_key = api_key
         self.model = model
         self.voice = voice
-        self.min_chunk = min_chunk_ms * 8
+        self.rate = rate
+        self.min_chunk = min_chunk_ms * rate // 1000
         self.timeout = timeout
 
     async def stream(self, text: str) -> AsyncIterator[bytes]:
         body = {"model": self.model, "input": text, "voice": self.voice, "response_format": "pcm"}
         headers = auth_headers(self.api_key)
-        resampler = StreamResampler(self.SOURCE_RATE, 8000)
+        resampler = StreamResampler(self.SOURCE_RATE, self.rate)
         carry = b""
         pending: list[np.ndarray] = []
         pending_n = 0
@@ -243,7 +246,7 @@ class OpenAITTS:
                         pending.append(out)
                         pending_n += len(out)
                     if pending_n >= self.min_chunk:
-                        yield float_to_ulaw(np.concatenate(pending))
+                        yield float_to_pcm16(np.concatenate(pending))
                         pending, pending_n = [], 0
         except httpx.HTTPError as exc:
             raise ProviderError(f"text-to-speech request failed: {type(exc).__name__}", retryable=True) from exc
@@ -251,4 +254,4 @@ class OpenAITTS:
         if len(tail):
             pending.append(tail)
         if pending:
-            yield float_to_ulaw(np.concatenate(pending))
+            yield float_to_pcm16(np.concatenate(pending))

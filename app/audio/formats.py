@@ -12,14 +12,27 @@ bitrate into the bitrate actually used and the level that gives it, so the summa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import soundfile as sf
 
-from app.config import parse_bitrate
 
-__all__ = ["AudioFormat", "FORMATS", "Mp3Plan", "mp3_plan", "get_format", "choose_format", "UnsupportedFormatError",
+__all__ = ["parse_bitrate", "AudioFormat", "FORMATS", "Mp3Plan", "mp3_plan", "get_format", "choose_format", "UnsupportedFormatError",
            "InvalidFormatChoice"]
+
+def parse_bitrate(value: str | int | None) -> int | None:
+    """'128k' / '128' / 128000 → kbps (int). None/'' → None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value // 1000 if value >= 1000 else value
+    m = re.fullmatch(r"\s*(\d+)\s*(k|kbps|kb/s)?\s*", str(value).lower())
+    if not m:
+        raise ValueError(f"bitrate {value!r} is not a number of kbps like '64k' or '128k'")
+    n = int(m.group(1))
+    return n // 1000 if n >= 1000 and not m.group(2) else n
+
 
 
 class UnsupportedFormatError(ValueError):
@@ -46,9 +59,6 @@ class AudioFormat:
     # Typical kilobits per second for 8 kHz mono telephony speech, measured on this machine.
     typical_kbps_8k_mono: float
     options: dict[str, str] = field(default_factory=dict)
-
-    def size_per_minute_kb(self, channels: int = 1) -> float:
-        return round(self.typical_kbps_8k_mono * channels * 60 / 8, 1)
 
 
 _ALL = [

@@ -17,7 +17,7 @@ try:  # C speed where available: stdlib on 3.11/3.12, the `audioop-lts` package 
 except ImportError:  # pragma: no cover - then the numpy table below does the work
     _audioop = None
 
-__all__ = ["ULAW_SILENCE", "decode", "decode_bytes", "encode", "float_to_ulaw"]
+__all__ = ["ULAW_SILENCE", "decode", "decode_bytes", "encode", "encode_bytes", "float_to_ulaw"]
 
 ULAW_SILENCE = 0xFF
 
@@ -70,6 +70,11 @@ def encode(samples: np.ndarray) -> bytes:
     """int16 samples → μ-law bytes."""
     idx = np.asarray(samples, dtype=np.int32) + 32768
     return _ENCODE[idx].tobytes()
+
+
+def encode_bytes(pcm: bytes) -> bytes:
+    """Little-endian int16 PCM bytes → μ-law bytes (what Twilio plays)."""
+    return encode(np.frombuffer(pcm, "<i2"))
 
 
 def float_to_ulaw(samples: np.ndarray) -> bytes:

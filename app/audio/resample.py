@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-__all__ = ["resample", "StreamResampler", "to_ulaw_8k"]
+__all__ = ["resample", "StreamResampler", "float_to_pcm16", "to_pcm16"]
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -32,8 +32,12 @@ class StreamResampler:
         return self._rs.resample_chunk(block, last=last)
 
 
-def to_ulaw_8k(samples: np.ndarray, rate: int) -> bytes:
-    """float audio at any rate → 8 kHz μ-law bytes (what Twilio plays)."""
-    from app.audio.mulaw import float_to_ulaw
+def float_to_pcm16(samples: np.ndarray) -> bytes:
+    """float samples in [-1, 1] → little-endian int16 PCM bytes (clipped)."""
+    x = np.clip(np.round(np.asarray(samples, np.float64) * 32767.0), -32768, 32767)
+    return x.astype("<i2").tobytes()
 
-    return float_to_ulaw(resample(np.asarray(samples, np.float32), rate, 8000))
+
+def to_pcm16(samples: np.ndarray, rate: int, out_rate: int) -> bytes:
+    """float audio at `rate` → PCM16 bytes at `out_rate` (what a call's transport is given)."""
+    return float_to_pcm16(resample(np.asarray(samples, np.float32), rate, out_rate))

@@ -1,4 +1,6 @@
-"""Recording: the call timeline, masters and journal on disk, finalisation, transcript and summary.
+"""Recording: the call's timeline (one clock per kind of transport), masters and journal on disk,
+incremental export, finalisation, transcript and summary.
 
-No FastAPI/Starlette here; time comes from Twilio's media clock passed in, never from a hidden clock.
+It knows no transport, no assistant and no web framework: audio arrives as PCM16 at the call's
+rate with a position its clock turns into a sample index (timeline.py).
 """

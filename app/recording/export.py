@@ -22,28 +22,28 @@ import soundfile as sf
 
 from app.audio.formats import AudioFormat, encoder_kwargs
 from app.audio.resample import StreamResampler
-from app.recording.track import read_block
+from app.recording.track import read_block, track_rate
 
-__all__ = ["ConversationExporter", "TalkStats", "BLOCK"]
+__all__ = ["ConversationExporter", "TalkStats"]
 
-BLOCK = 8000  # samples (1 s at 8 kHz)
-_FRAME = 160
 _TALK_RMS = 300.0  # int16 RMS above which a 20 ms frame counts as talk (≈ -40 dBFS)
 
 
 @dataclass
 class TalkStats:
-    """Talk time per side from frame energy (works in both modes, with or without transcripts)."""
+    """Talk time per side from 20 ms frame energy (works in both modes, with or without transcripts)."""
 
+    rate: int = 8000
     talk_frames: dict[str, int] = field(default_factory=lambda: {"inbound": 0, "outbound": 0})
     overlap_frames: int = 0
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
-        n = len(a) // _FRAME * _FRAME
+        frame = self.rate // 50
+        n = len(a) // frame * frame
         if n == 0:
             return
-        ea = np.sqrt(np.mean(a[:n].astype(np.float32).reshape(-1, _FRAME) ** 2, axis=1)) > _TALK_RMS
-        eb = np.sqrt(np.mean(b[:n].astype(np.float32).reshape(-1, _FRAME) ** 2, axis=1)) > _TALK_RMS
+        ea = np.sqrt(np.mean(a[:n].astype(np.float32).reshape(-1, frame) ** 2, axis=1)) > _TALK_RMS
+        eb = np.sqrt(np.mean(b[:n].astype(np.float32).reshape(-1, frame) ** 2, axis=1)) > _TALK_RMS
         self.talk_frames["inbound"] += int(ea.sum())
         self.talk_frames["outbound"] += int(eb.sum())
         self.overlap_frames += int((ea & eb).sum())
@@ -67,10 +67,13 @@ class ConversationExporter:
         self.channels = channels
         self.sample_rate = sample_rate
         self.kwargs, self.settings_note = encoder_kwargs(fmt, sample_rate, mp3_kbps)
-        self.done = 0  # samples (8 kHz) encoded so far
-        self.talk = TalkStats()
+        self.source_rate = track_rate(masters[0])  # the masters' rate: the transport's native one
+        self._block = self.source_rate  # samples read at a time: 1 s
+        self._frame = self.source_rate // 50  # 20 ms
+        self.done = 0  # samples (at source_rate) encoded so far
+        self.talk = TalkStats(self.source_rate)
         self._fds = tuple(os.open(p, os.O_RDONLY) for p in masters)
-        self._rs = StreamResampler(8000, sample_rate, channels)
+        self._rs = StreamResampler(self.source_rate, sample_rate, channels)
         self._sf = sf.SoundFile(self.partial, "w", sample_rate, channels, **self.kwargs)
         self._tracks: list[tuple[sf.SoundFile, StreamResampler]] = []
         self.track_paths = track_paths
@@ -78,7 +81,7 @@ class ConversationExporter:
             for p in track_paths:
                 tp = Path(str(p) + ".partial")
                 self._tracks.append((sf.SoundFile(tp, "w", sample_rate, 1, **self.kwargs),
-                                     StreamResampler(8000, sample_rate, 1)))
+                                     StreamResampler(self.source_rate, sample_rate, 1)))
         self.closed = False
         self._lock = threading.RLock()
 
@@ -91,9 +94,9 @@ class ConversationExporter:
 
     def _advance(self, upto: int, last: bool) -> None:
         while self.done < upto:
-            n = min(BLOCK, upto - self.done)
-            if not last and n % _FRAME:  # whole 20 ms frames, so talk-time stats see every frame
-                n -= n % _FRAME
+            n = min(self._block, upto - self.done)
+            if not last and n % self._frame:  # whole 20 ms frames, so talk-time stats see every frame
+                n -= n % self._frame
                 if n == 0:
                     break
             a = read_block(self._fds[0], self.done, n)

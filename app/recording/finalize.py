@@ -3,6 +3,11 @@
 Called at hang-up (with the live call's exporter, which has already encoded the settled part),
 at start-up for calls a crash left unfinished (`recovered=True`), and after a call when its
 format is changed (re-export from the kept masters).
+
+The steps, in `finalize_call`'s order: read the call (`read_call`: journal, masters, length),
+export its audio (`audio_outputs.export_conversation`), describe it (`_conversation` for what
+was said, `_describe` for the call JSON), write the records, then mark the call finalised and
+drop the masters it no longer needs (`_close_folder`).
 """
 
 from __future__ import annotations
@@ -15,56 +20,95 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-
-from app.audio.formats import FORMATS, get_format
+from app.recording.audio_outputs import (
+    ExportedAudio, ExportOptions, chosen_format, export_conversation, make_exporter, write_turn_clips,
+)
 from app.recording.export import ConversationExporter
 from app.recording.journal import read_journal
 from app.recording.store import CallStore
 from app.recording.summary import iso, latency_stats, summary_text, transcript_lines
-from app.recording.track import repair_header, track_samples
+from app.recording.track import repair_header, track_rate, track_samples
 
-__all__ = ["ExportOptions", "FinalizeIncomplete", "finalize_call", "rewrite_transcript", "make_exporter",
-           "chosen_format"]
+__all__ = ["ExportOptions", "FinalizeIncomplete", "CallFacts", "read_call", "finalize_call", "rewrite_transcript",
+           "make_exporter", "chosen_format"]
 
 log = logging.getLogger("callscribe.finalize")
+
+_RATE = 8000  # the masters' rate when neither their header nor the journal says (Twilio's)
 
 
 class FinalizeIncomplete(RuntimeError):
     """The call's files could not all be written; it stays unfinished for a later attempt."""
 
 
+# ---------------------------------------------------------------------------------- reading the call
 @dataclass(frozen=True)
-class ExportOptions:
-    default_format: str = "mp3"
-    mp3_kbps: int | None = 128
-    channels: int = 1
-    sample_rate: int = 8000
-    per_track_files: bool = False
-    keep_masters: bool = True
-    record_audio: bool = True  # RECORD_CONVERSATIONS=false: transcript and summary only, masters deleted
-    per_turn_clips: bool = False  # one clip per turn: call_<sid>_turn<NN>_<role>.<ext>
+class CallFacts:
+    """What a call's folder says about it: its journal, its two masters and how long it is."""
+
+    folder: Path
+    records: list[dict[str, Any]]
+    start: dict[str, Any]  # the journal's `start` record ({} when there is none)
+    stop: dict[str, Any] | None  # its last `stop` record: None when the call never ended cleanly
+    masters: tuple[Path, Path]  # inbound (caller), outbound (assistant or other party)
+    total: int  # the call's length in samples at `rate`
+    rate: int = _RATE  # the masters' rate: the transport's native one
+    audio_ended: float | None = None  # a crashed call: when its masters were last written (before repair)
+
+    @property
+    def mode(self) -> str:
+        return self.start.get("mode", "assistant")
+
+    @property
+    def duration_s(self) -> float:
+        return round(self.total / self.rate, 3)
+
+    def completed_at(self) -> float:
+        """When the call ended: its stop record's time; without one (a crash), when its audio did
+        (the masters' last write, read before their headers were repaired, or the journal's last
+        record), not at recovery."""
+        if self.stop:
+            return self.stop.get("closed_at") or time.time()
+        written = [r["wall"] for r in self.records if "wall" in r]
+        if self.audio_ended is not None:
+            written.append(self.audio_ended)
+        return max(written) if written else time.time()
 
 
-def chosen_format(store: CallStore, sid: str, opts: ExportOptions) -> tuple[str, int | None]:
-    choice = store.get_format(sid) or {}
-    fmt = choice.get("format") or opts.default_format
-    kbps = choice.get("bitrate_kbps") or opts.mp3_kbps
-    return fmt, kbps
-
-
-def make_exporter(store: CallStore, sid: str, opts: ExportOptions) -> ConversationExporter:
-    fmt_name, kbps = chosen_format(store, sid, opts)
-    fmt = get_format(fmt_name)
+def read_call(store: CallStore, sid: str, *, recovered: bool = False, total: int | None = None) -> CallFacts:
+    """Read the call's journal and masters. A call that did not end cleanly (``recovered``, or no
+    `stop` record) has its masters' headers repaired first (a missing master is made empty).
+    ``total`` (samples) is the live call's length when it has one; else it comes from the journal
+    or the masters."""
     d = store.call_dir(sid)
-    tracks = None
-    if opts.per_track_files:
-        tracks = (store.output(sid, "track", f"caller.{fmt.extension}"), store.output(sid, "track", f"other.{fmt.extension}"))
-    return ConversationExporter((d / "inbound.wav", d / "outbound.wav"), store.output(sid, "conversation", fmt.extension),
-                                fmt, channels=opts.channels, sample_rate=opts.sample_rate, mp3_kbps=kbps,
-                                track_paths=tracks)
+    records = list(read_journal(d / "journal.jsonl"))
+    start = next((r for r in records if r["t"] == "start"), {})
+    stop = next((r for r in reversed(records) if r["t"] == "stop"), None)
+    masters = (d / "inbound.wav", d / "outbound.wav")
+    rate = track_rate(masters[0], start.get("rate", _RATE))
+    audio_ended = None
+    if recovered or stop is None:
+        written = [m.stat().st_mtime for m in masters if m.exists()]
+        audio_ended = max(written) if written else None  # before the repair below touches them
+        for m in masters:
+            if not m.exists():
+                m.touch()
+            repair_header(m, rate)
+    if total is None:
+        total = _length(start, stop, masters)
+    return CallFacts(d, records, start, stop, masters, total, rate, audio_ended)
 
 
+def _length(start: dict[str, Any], stop: dict[str, Any] | None, masters: tuple[Path, Path]) -> int:
+    if stop:
+        return stop["samples"]
+    if start.get("mode", "assistant") == "assistant" and track_samples(masters[0]):
+        # The stream ended where the caller's audio ends: assistant audio queued past it was never heard.
+        return track_samples(masters[0])
+    return max(track_samples(m) for m in masters)
+
+
+# ---------------------------------------------------------------------------------- what was said
 def _entries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     entries = []
     for r in records:
@@ -110,6 +154,63 @@ def _conversation(records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[s
     return part, transcript_lines(entries)
 
 
+# ---------------------------------------------------------------------------------- the call JSON
+def _warnings(call: CallFacts, audio: ExportedAudio, recovered: bool) -> list[str]:
+    """The export's warnings, then the errors the journal recorded, then the recovery."""
+    warnings = list(audio.warnings)
+    warnings += [f"{e.get('what')}: {e.get('detail')}" for e in call.records if e["t"] == "error"]
+    if recovered:
+        warnings.append("the server stopped during this call; it was finalised from its masters and journal at restart")
+    return warnings
+
+
+def _describe(sid: str, call: CallFacts, audio: ExportedAudio, part: dict[str, Any], opts: ExportOptions, *,
+              recovered: bool, end_reason: str | None, transcript_pending: bool) -> dict[str, Any]:
+    """The call's JSON, less its `files` (`finalize_seconds` is filled in last)."""
+    stop = call.stop or {}
+    stats = {
+        **part["stats"],
+        "talk_seconds": audio.talk_seconds(call.total),
+        "clock_discontinuities": stop.get("clock_discontinuities", 0),
+        "dropped_frames": stop.get("dropped_frames", 0),
+        "finalize_seconds": None,
+    }
+    return {
+        "call_sid": sid,
+        "stream_sid": call.start.get("stream_sid"),
+        "mode": call.mode,
+        "started_at": iso(call.start["wall"]) if call.start.get("wall") else None,
+        "completed_at": iso(call.completed_at()),
+        "duration_s": call.duration_s,
+        "end_reason": end_reason or stop.get("reason") or ("server stopped (crash)" if recovered else None),
+        "recovered": recovered,
+        "recovered_at": iso(time.time()) if recovered else None,
+        "transcript_pending": transcript_pending,
+        "audio": audio.facts,
+        "turns": part["turns"],
+        "dtmf": part["dtmf"],
+        "notes": part["notes"],
+        "stats": stats,
+        "warnings": _warnings(call, audio, recovered),
+        "masters": [str(m) for m in call.masters] if opts.keep_masters and opts.record_audio else [],
+    }
+
+
+def _files(store: CallStore, sid: str, audio: ExportedAudio, clips: list[str]) -> dict[str, Any]:
+    """The JSON's `files`: the call's output files by kind."""
+    files: dict[str, Any] = {"transcript": store.output(sid, "transcript").name,
+                             "summary": store.output(sid, "summary").name, "json": store.output(sid, "json").name}
+    if audio.path is not None:
+        files["conversation"] = audio.path.name
+    tracks = audio.track_files()
+    if tracks:
+        files["tracks"] = tracks
+    if clips:
+        files["turn_clips"] = clips
+    return files
+
+
+# ---------------------------------------------------------------------------------- writing
 def _write_records(store: CallStore, sid: str, result: dict[str, Any], transcript: list[str]) -> None:
     """Transcript, summary and JSON, each replaced atomically."""
     _write_atomic(store.output(sid, "transcript"), "\n".join(transcript) + ("\n" if transcript else ""))
@@ -117,6 +218,21 @@ def _write_records(store: CallStore, sid: str, result: dict[str, Any], transcrip
     _write_atomic(store.output(sid, "json"), json.dumps(result, indent=2, default=str) + "\n")
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _close_folder(call: CallFacts, audio: ExportedAudio, opts: ExportOptions) -> None:
+    """Mark the call finalised, and drop its masters unless they are kept or still the only audio."""
+    (call.folder / "finalized").write_text(iso(time.time()) + "\n")
+    if not opts.record_audio or (not opts.keep_masters and audio.path is not None and not audio.facts.get("error")):
+        for m in call.masters:
+            m.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------- the steps together
 def rewrite_transcript(store: CallStore, sid: str) -> dict[str, Any] | None:
     """The transcript finished after hang-up: rewrite transcript, summary and JSON from the journal
     (the audio file stays as it is). Returns the new result, or None if the call has none yet."""
@@ -139,164 +255,24 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
     ``transcript_pending``: speech-to-text is still working on the call's last turns; the summary
     and JSON say so, and ``rewrite_transcript`` replaces them when it is done."""
     t0 = time.monotonic()
-    d = store.call_dir(sid)
-    records = list(read_journal(d / "journal.jsonl"))
-    start = next((r for r in records if r["t"] == "start"), {})
-    stop = next((r for r in reversed(records) if r["t"] == "stop"), None)
-    masters = (d / "inbound.wav", d / "outbound.wav")
-    if recovered or stop is None:
-        for m in masters:
-            if m.exists():
-                repair_header(m)
-            else:
-                m.touch()
-                repair_header(m)
-    if total is None:
-        if stop:
-            total = stop["samples"]
-        elif start.get("mode", "assistant") == "assistant" and track_samples(masters[0]):
-            # The stream ended where the caller's audio ends: assistant audio queued past it was never heard.
-            total = track_samples(masters[0])
-        else:
-            total = max(track_samples(m) for m in masters)
-    warnings: list[str] = []
-    fmt_name, kbps = chosen_format(store, sid, opts)
-    audio: dict[str, Any] = {"requested_format": fmt_name}
-    exported: Path | None = None
-    try:
-        if not opts.record_audio:
-            if exporter is not None:
-                exporter.abort()
-            exporter = None
-            audio["error"] = "audio recording is off (RECORD_CONVERSATIONS=false)"
-        elif exporter is None or exporter.fmt.name != fmt_name:
-            if exporter is not None:
-                exporter.abort()
-            exporter = make_exporter(store, sid, opts)
-        if exporter is not None:
-            exported = exporter.finish(total)
-            audio.update(format=exporter.fmt.name, settings=exporter.settings_note)
-    except Exception as exc:  # an encoder failure must not lose the call
-        log.error("call %s: %s export failed (%s); writing WAV instead, masters kept", sid, fmt_name, type(exc).__name__)
-        if exporter is not None:
-            exporter.abort()
-        audio["error"] = f"the {fmt_name} encoder failed: {type(exc).__name__}: {exc}"
-        warnings.append(f"{fmt_name.upper()} export failed ({type(exc).__name__}); the conversation was written as WAV instead")
-        fallback = None
-        try:
-            fallback = ConversationExporter(masters, store.output(sid, "conversation", "wav"), FORMATS["wav"],
-                                            channels=opts.channels, sample_rate=opts.sample_rate)
-            exported = fallback.finish(total)
-            exporter = fallback
-            audio.update(format="wav", settings=fallback.settings_note)
-        except Exception as exc2:
-            if fallback is not None:
-                fallback.abort()
-            log.error("call %s: WAV fallback failed too (%s); masters kept in %s", sid, type(exc2).__name__, d)
-            warnings.append(f"WAV fallback failed too ({type(exc2).__name__}); the masters in {d} hold the audio")
-            exporter = None
-    # Only one conversation file per call: drop ones of other formats (a format change re-exports).
-    for f in FORMATS.values():
-        p = store.output(sid, "conversation", f.extension)
-        if p != exported and p.exists():
-            p.unlink()
-    if exported is not None:
-        info = sf.info(str(exported))
-        st = exported.stat()
-        audio.update(file=exported.name, path=str(exported), bytes=st.st_size, created_at=iso(st.st_mtime),
-                     sample_rate=info.samplerate, channels=info.channels, duration_s=round(total / 8000, 3),
-                     media_type=FORMATS[audio["format"]].media_type)
-    part, transcript = _conversation(records)
-    errors = [r for r in records if r["t"] == "error"]
-    for e in errors:
-        warnings.append(f"{e.get('what')}: {e.get('detail')}")
-    if recovered:
-        warnings.append("the server stopped during this call; it was finalised from its masters and journal at restart")
-    stats = {
-        **part["stats"],
-        "talk_seconds": exporter.talk.seconds() if exporter is not None and exporter.done >= total else {},
-        "clock_discontinuities": (stop or {}).get("clock_discontinuities", 0),
-        "dropped_frames": (stop or {}).get("dropped_frames", 0),
-        "finalize_seconds": None,
-    }
-    if stop:
-        completed = stop.get("closed_at") or time.time()
-    else:  # recovered: the call ended when its audio did (the masters' last write), not at recovery
-        written = [m.stat().st_mtime for m in masters if m.exists()] + [r["wall"] for r in records if "wall" in r]
-        completed = max(written) if written else time.time()
-    result: dict[str, Any] = {
-        "call_sid": sid,
-        "stream_sid": start.get("stream_sid"),
-        "mode": start.get("mode", "assistant"),
-        "started_at": iso(start["wall"]) if start.get("wall") else None,
-        "completed_at": iso(completed),
-        "duration_s": round(total / 8000, 3),
-        "end_reason": end_reason or (stop or {}).get("reason") or ("server stopped (crash)" if recovered else None),
-        "recovered": recovered,
-        "recovered_at": iso(time.time()) if recovered else None,
-        "transcript_pending": transcript_pending,
-        "audio": audio,
-        "turns": part["turns"],
-        "dtmf": part["dtmf"],
-        "notes": part["notes"],
-        "stats": stats,
-        "warnings": warnings,
-        "masters": [str(m) for m in masters] if opts.keep_masters and opts.record_audio else [],
-    }
-    if opts.per_turn_clips and exported is not None:
-        files_clips = _write_turn_clips(store, sid, part["turns"], masters, audio["format"], kbps, opts.sample_rate)
-    else:
-        files_clips = []
-    files = {"transcript": store.output(sid, "transcript").name, "summary": store.output(sid, "summary").name,
-             "json": store.output(sid, "json").name}
-    if exported is not None:
-        files["conversation"] = exported.name
-    if exporter is not None and exporter.track_paths:
-        files["tracks"] = [Path(p).name for p in exporter.track_paths]
-    if files_clips:
-        files["turn_clips"] = files_clips
-    result["files"] = files
-    stats["finalize_seconds"] = round(time.monotonic() - t0, 3)
+    call = read_call(store, sid, recovered=recovered, total=total)
+    audio = export_conversation(store, sid, opts, call.masters, call.total, call.rate, exporter)
+    part, transcript = _conversation(call.records)
+    result = _describe(sid, call, audio, part, opts, recovered=recovered, end_reason=end_reason,
+                       transcript_pending=transcript_pending)
+    clips: list[str] = []
+    if opts.per_turn_clips and audio.path is not None:
+        clips = write_turn_clips(store, sid, part["turns"], call.masters, audio.facts["format"], audio.kbps,
+                                 opts.sample_rate, call.rate)
+    result["files"] = _files(store, sid, audio, clips)
+    result["stats"]["finalize_seconds"] = round(time.monotonic() - t0, 3)
     _write_records(store, sid, result, transcript)
-    if opts.record_audio and exported is None:
+    if opts.record_audio and audio.path is None:
         # No audio could be written (e.g. a full disk): the call is not done. Its masters and
         # journal stay, without the finalized marker, so the next start (or `callscribe recover`)
         # exports it once there is room.
-        raise FinalizeIncomplete(f"call {sid}: no conversation audio could be written; masters kept in {d}")
-    (d / "finalized").write_text(iso(time.time()) + "\n")
-    if not opts.record_audio or (not opts.keep_masters and exported is not None and not audio.get("error")):
-        for m in masters:
-            m.unlink(missing_ok=True)
-    log.info("call %s finalised in %.3f s (%s%s)", sid, stats["finalize_seconds"], audio.get("format"),
+        raise FinalizeIncomplete(f"call {sid}: no conversation audio could be written; masters kept in {call.folder}")
+    _close_folder(call, audio, opts)
+    log.info("call %s finalised in %.3f s (%s%s)", sid, result["stats"]["finalize_seconds"], audio.facts.get("format"),
              ", recovered" if recovered else "")
     return result
-
-
-def _write_turn_clips(store: CallStore, sid: str, turns: list[dict[str, Any]], masters: tuple[Path, Path],
-                      fmt_name: str, kbps: int | None, rate: int) -> list[str]:
-    """One file per turn, from the track of whoever spoke: role, index and text are in the JSON."""
-    from app.audio.formats import encoder_kwargs
-    from app.audio.resample import resample
-    from app.recording.events import read_span
-
-    fmt = FORMATS[fmt_name]
-    kwargs, _ = encoder_kwargs(fmt, rate, kbps)
-    names = []
-    for old in store.root.glob(f"call_{sid}_turn*"):
-        old.unlink()
-    for i, t in enumerate(turns):
-        if t["end_sample"] <= t["start_sample"]:
-            continue
-        master = masters[0] if t["role"] == "caller" else masters[1]
-        audio = read_span(master, t["start_sample"], t["end_sample"]).astype("float32") / 32768
-        name = f"call_{sid}_turn{i:02d}_{t['role']}.{fmt.extension}"
-        sf.write(str(store.root / name), resample(audio, 8000, rate), rate, **kwargs)
-        t["clip"] = name
-        names.append(name)
-    return names
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -1,12 +1,18 @@
-"""CallRecorder: two aligned tracks on the stream clock, masters on disk, the journal.
+"""CallRecorder: two aligned tracks on the call's clock, masters on disk, the journal.
 
-Tracks: `inbound` (the caller, placed by `media.timestamp`) and `outbound` (in assistant mode our
-own voice, rebuilt from what we send; in listen mode the other party, placed by its timestamps).
+It knows no transport: audio arrives as PCM16 at the call's rate with a *position* that the
+call's clock (app.recording.timeline: Twilio's media timestamps, or a speech-only transport's
+arrival times) turns into a sample index. Every place, cut and turn is an integer sample index
+at that rate; milliseconds appear only in the journal, for people.
 
-The assistant's track (bidirectional streams). Twilio never echoes our audio back. It queues what
-we send and plays it in real time, so a chunk sent at stream time `now` starts playing at
-`max(end of what is already queued, now)`; that is where it is written. A `clear` at `now`
-(barge-in) silences everything placed after `now`: the recording holds what the caller heard.
+Tracks: `inbound` (the caller) and `outbound` (in assistant mode our own voice, rebuilt from
+what we send; in listen mode the other party, placed by its own positions).
+
+The assistant's track. The transport never echoes our audio back. It queues what we send and
+plays it in real time, so a chunk sent at `now` starts playing at `max(end of what is already
+queued, now)`; that is where it is written, and the recorder is the one owner of that playback
+time (`play` returns the span). A `clear` at `now` (barge-in) silences everything placed after
+`now`: the recording holds what the caller heard.
 
 Faults: an OSError writing a master (disk full, I/O error) is logged once per call (later
 failures, on either track, are counted, not logged), and the call goes on; what was written
@@ -21,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.audio import mulaw
 from app.recording.journal import Journal, append_once
-from app.recording.timeline import HoleTracker, StreamClock
+from app.recording.timeline import Clock, HoleTracker, TwilioClock
 from app.recording.track import MasterTrack
 
 __all__ = ["CallRecorder", "TrackStats"]
@@ -43,21 +48,25 @@ class TrackStats:
 class CallRecorder:
     call_dir: Path
     call_sid: str
+    rate: int = 8000
     reorder_window_ms: int = 2000
     max_clock_jump_s: int = 600
-    max_samples: int = 4 * 3600 * 8000
+    max_seconds: int = 4 * 3600
+    clock: Clock | None = None  # default: Twilio's media clock at `rate`
     stats: dict[str, TrackStats] = field(default_factory=lambda: {t: TrackStats() for t in TRACKS})
 
     def __post_init__(self) -> None:
         self.call_dir = Path(self.call_dir)
         self.call_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(self.call_dir / "journal.jsonl")
-        self.tracks = {t: MasterTrack(self.call_dir / f"{t}.wav") for t in TRACKS}
-        window = self.reorder_window_ms * 8
-        self.clock = StreamClock(window=window, max_jump=self.max_clock_jump_s * 8000)
-        self.holes = {t: HoleTracker(window) for t in TRACKS}
+        self.tracks = {t: MasterTrack(self.call_dir / f"{t}.wav", self.rate) for t in TRACKS}
+        self.rate = self.tracks["inbound"].rate  # a restarted call keeps the rate it was recorded at
+        self.max_samples = self.max_seconds * self.rate
+        if self.clock is None:
+            self.clock = TwilioClock(window=self.reorder_window_ms * self.rate // 1000,
+                                     max_jump=self.max_clock_jump_s * self.rate, rate=self.rate)
+        self.holes = {t: HoleTracker(self.clock.window) for t in TRACKS}
         self.queue_end = 0  # end of the assistant audio queued at Twilio (samples)
-        self.cut_samples = 0
         self.clears = 0
         self._failed: set[str] = set()
         self.closed = False
@@ -69,16 +78,17 @@ class CallRecorder:
     # ------------------------------------------------------------------ time
     @property
     def stream_samples(self) -> int:
-        """The stream clock now: the furthest sample Twilio's frames have reached."""
-        return self.clock.frontier
+        """The call's clock now (samples): for Twilio, the furthest sample its frames have reached."""
+        return self.clock.now()
 
-    def stream_ms(self) -> float:
-        return self.clock.frontier / 8
+    def ms(self, samples: int) -> float:
+        """Samples → milliseconds, for the journal's readers."""
+        return round(samples * 1000 / self.rate, 3)
 
-    # ------------------------------------------------------------------ Twilio's audio
-    def on_media(self, track: str, timestamp_ms: int, payload: bytes) -> list[tuple[str, int, bytes]]:
-        """Place one μ-law frame from Twilio at its timestamp. Returns what was placed (PCM16)."""
-        placed = self.clock.map(track, timestamp_ms, mulaw.decode_bytes(payload))
+    # ------------------------------------------------------------------ the transport's audio
+    def on_audio(self, track: str, position: float, pcm: bytes) -> list[tuple[str, int, bytes]]:
+        """Place one chunk of PCM16 at the clock's reading of `position`. Returns what was placed."""
+        placed = self.clock.map(track, position, pcm)
         for tr, start, data in placed:
             self._place(tr, start, data)
         return placed
@@ -115,11 +125,10 @@ class CallRecorder:
                 pass
 
     # ------------------------------------------------------------------ our audio
-    def play(self, payload: bytes, now: int | None = None) -> tuple[int, int]:
-        """Place μ-law we send to Twilio at its playback time. Returns [start, end) in samples."""
+    def play(self, pcm: bytes, now: int | None = None) -> tuple[int, int]:
+        """Place PCM16 we send to the caller at its playback time. Returns [start, end) in samples."""
         now = self.stream_samples if now is None else now
         start = max(self.queue_end, now)
-        pcm = mulaw.decode_bytes(payload)
         end = start + len(pcm) // 2
         if end <= self.max_samples:
             self._write("outbound", start, pcm)
@@ -132,8 +141,7 @@ class CallRecorder:
         now = self.stream_samples if now is None else now
         cut = self._cut_after(now)
         self.clears += 1
-        self.cut_samples += cut
-        self.journal.append("clear", at_ms=now / 8, cut_ms=cut / 8)
+        self.journal.append("clear", at_ms=self.ms(now), cut_ms=self.ms(cut), at_sample=now, cut_samples=cut)
         return cut
 
     def cut_at_hangup(self, now: int) -> int:
@@ -141,7 +149,7 @@ class CallRecorder:
         not a barge-in: journaled as `hangup_cut`. Returns samples cut."""
         cut = self._cut_after(now)
         if cut:
-            self.event("hangup_cut", at_ms=now / 8, cut_ms=cut / 8, at_sample=now, cut_samples=cut)
+            self.event("hangup_cut", at_ms=self.ms(now), cut_ms=self.ms(cut), at_sample=now, cut_samples=cut)
         return cut
 
     def _cut_after(self, now: int) -> int:
@@ -155,10 +163,6 @@ class CallRecorder:
         self.queue_end = min(self.queue_end, now)
         return cut
 
-    def playing(self, now: int | None = None) -> bool:
-        now = self.stream_samples if now is None else now
-        return self.queue_end > now
-
     # ------------------------------------------------------------------ events
     def event(self, kind: str, **data: Any) -> None:
         try:
@@ -171,7 +175,7 @@ class CallRecorder:
         """Journal one turn. Where it sits is the sample index (exact); ms are for display.
         After close (a transcript finished after hang-up) the line is appended all the same."""
         record = dict(role=role, text=text, start_sample=int(start), end_sample=int(end),
-                      start_ms=round(start / 8, 3), end_ms=round(end / 8, 3), interrupted=interrupted, **extra)
+                      start_ms=self.ms(start), end_ms=self.ms(end), interrupted=interrupted, **extra)
         if self.closed:
             try:
                 append_once(self.journal.path, "turn", **record)
@@ -196,7 +200,7 @@ class CallRecorder:
                 t.close()
             except OSError as exc:
                 log.error("call %s: closing a master failed (%s)", self.call_sid, exc)
-        self.event("stop", reason=reason, samples=end, clock_discontinuities=self.clock.discontinuities,
+        self.event("stop", reason=reason, samples=end, rate=self.rate, clock_discontinuities=self.clock.discontinuities,
                    dropped_frames=self.clock.dropped + sum(s.dropped_duplicate for s in self.stats.values()),
                    closed_at=time.time())
         self.journal.close()

@@ -67,7 +67,7 @@ def summary_text(result: dict[str, Any], transcript: list[str]) -> str:
         f"Mode: {result['mode']}",
         f"Duration: {fmt_clock(result['duration_s'] * 1000)} ({result['duration_s']:.2f} s)",
         f"Ended By: {result.get('end_reason') or 'unknown'}",
-        f"Recovered After Crash: " + (f"yes (finalised at {result['recovered_at']})" if result.get("recovered")
+        "Recovered After Crash: " + (f"yes (finalised at {result['recovered_at']})" if result.get("recovered")
                                       and result.get("recovered_at") else "yes" if result.get("recovered") else "no"),
         f"Turns: {stats.get('turns', 0)} (caller {stats.get('caller_turns', 0)}, "
         + (f"assistant {stats.get('assistant_turns', 0)})" if result["mode"] == "assistant"

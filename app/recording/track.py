@@ -1,4 +1,4 @@
-"""One track of a call as a 16-bit PCM WAV master on disk, written by sample position.
+"""One track of a call as a 16-bit PCM WAV master on disk, written by sample position, at the call's rate.
 
 Why positioned writes: Twilio's `media.timestamp` says where each frame belongs. Writing the PCM
 at byte `44 + 2 × sample` puts every frame in its place whatever the arrival order, and a hole
@@ -21,30 +21,34 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MasterTrack", "HEADER_BYTES", "repair_header", "read_block", "track_samples"]
+__all__ = ["MasterTrack", "HEADER_BYTES", "repair_header", "read_block", "track_samples", "track_rate"]
 
 HEADER_BYTES = 44
-RATE = 8000
 _ZERO_CHUNK = bytes(64 * 1024)
+_RATE_AT = 24  # byte offset of the sample rate in the WAV header
 
 
-def _header(data_bytes: int) -> bytes:
+def _header(data_bytes: int, rate: int) -> bytes:
     return struct.pack(
         "<4sI4s4sIHHIIHH4sI",
-        b"RIFF", 36 + data_bytes if data_bytes else 0, b"WAVE", b"fmt ", 16, 1, 1, RATE, RATE * 2, 2, 16,
+        b"RIFF", 36 + data_bytes if data_bytes else 0, b"WAVE", b"fmt ", 16, 1, 1, rate, rate * 2, 2, 16,
         b"data", data_bytes,
     )
 
 
 class MasterTrack:
-    """Append-anywhere PCM16 mono 8 kHz WAV file. Not thread-safe; one writer per track."""
+    """Append-anywhere PCM16 mono WAV file at `rate` (the transport's native rate: 8 kHz for
+    Twilio, 16 kHz for browser calls). Not thread-safe; one writer per track."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rate: int = 8000) -> None:
         self.path = Path(path)
         exists = self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
         if not exists or os.fstat(self._fd).st_size < HEADER_BYTES:
-            os.pwrite(self._fd, _header(0), 0)
+            os.pwrite(self._fd, _header(0, rate), 0)
+            self.rate = rate
+        else:  # a restarted call continues at the rate it was recorded at
+            self.rate = struct.unpack("<I", os.pread(self._fd, 4, _RATE_AT))[0] or rate
         self.end = max(0, (os.fstat(self._fd).st_size - HEADER_BYTES) // 2)  # samples
 
     def write(self, sample: int, pcm: bytes) -> None:
@@ -87,7 +91,7 @@ class MasterTrack:
         if self._fd < 0:
             return
         try:
-            os.pwrite(self._fd, _header(2 * self.end), 0)
+            os.pwrite(self._fd, _header(2 * self.end, self.rate), 0)
             os.fsync(self._fd)
         finally:
             os.close(self._fd)
@@ -101,12 +105,25 @@ def track_samples(path: Path) -> int:
         return 0
 
 
-def repair_header(path: Path) -> int:
-    """Patch the RIFF/data sizes from the file length (after a crash). Returns samples."""
+def track_rate(path: Path, default: int = 8000) -> int:
+    """The sample rate a master was recorded at (from its header)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(_RATE_AT)
+            raw = f.read(4)
+    except FileNotFoundError:
+        return default
+    return (struct.unpack("<I", raw)[0] if len(raw) == 4 else 0) or default
+
+
+def repair_header(path: Path, rate: int = 8000) -> int:
+    """Patch the RIFF/data sizes from the file length (after a crash), keeping the rate it has
+    (``rate`` for a file too short to have one). Returns samples."""
     n = track_samples(path)
     if path.exists():
+        rate = track_rate(path, rate) if path.stat().st_size >= HEADER_BYTES else rate
         with open(path, "r+b") as f:
-            f.write(_header(2 * n))
+            f.write(_header(2 * n, rate))
     return n
 
 

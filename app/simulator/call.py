@@ -146,8 +146,10 @@ async def run_call(cfg: SimConfig) -> SimResult:
                 receiver.cancel()
                 try:
                     await receiver
-                except (asyncio.CancelledError, Exception):
-                    pass
+                except asyncio.CancelledError:
+                    pass  # we cancelled it: the call is over and its socket is being dropped
+                except Exception as exc:  # it failed while being stopped: say so, the result stands
+                    res.warn("receiver-error", f"the receiver failed while the call ended: {exc!r}")
             if ws.transport is not None and not ws.transport.is_closing():
                 ws.transport.abort()
 

@@ -7,8 +7,10 @@ One WebSocket carries one stream. Twilio sends, in order::
     connected → start → (media | dtmf | mark)* → stop
 
 `StreamProtocol.receive(text)` parses one text frame and checks it against that order with a
-transition table (`_TRANSITIONS`). Two kinds of failure, as Twilio's own warnings 31950/31951
-justify:
+transition table (`_TRANSITIONS`). `StreamProtocol.send(command)` makes our frames: it owns the
+streamSid (learnt at `start`) and refuses a send before `start` or after `stop` (`SendRefused`),
+as starlette's WebSocket refuses to send on a closed socket. Two kinds of receive failure, as
+Twilio's own warnings 31950/31951 justify:
 
 * `ProtocolError(fatal=True)` — the stream cannot go on (not JSON at all before `start`, a
   second `start`, media before `start`, a `streamSid` that is not this stream's). The shell
@@ -30,22 +32,20 @@ import json
 import re
 from typing import Any
 
+from app import close_codes
 from app.twilio.events import (
     Command, Connected, Dtmf, Event, Mark, Media, SendClear, SendMark, SendMedia, Start, Stop,
 )
 
-__all__ = ["StreamState", "ProtocolError", "ProtocolWarning", "StreamProtocol", "serialize",
-           "CALL_SID_RE", "STREAM_SID_RE", "ACCOUNT_SID_RE"]
+__all__ = ["StreamState", "ProtocolError", "ProtocolWarning", "SendRefused", "StreamProtocol", "serialize",
+           "CALL_SID_RE"]
 
 CALL_SID_RE = re.compile(r"^CA[0-9a-f]{32}$")
-STREAM_SID_RE = re.compile(r"^MZ[0-9a-f]{32}$")
-ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-f]{32}$")
 
-# WebSocket close codes used for protocol failures (RFC 6455 §7.4.1).
-CLOSE_PROTOCOL = 1002
-CLOSE_UNSUPPORTED = 1003
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
+# WebSocket close codes used for protocol failures (RFC 6455 §7.4.1), named in one place.
+CLOSE_PROTOCOL = close_codes.PROTOCOL
+CLOSE_UNSUPPORTED = close_codes.UNSUPPORTED
+CLOSE_POLICY = close_codes.POLICY
 
 MAX_MEDIA_PAYLOAD = 8000  # bytes of μ-law (1 s); Twilio sends 160. Larger is refused as hostile.
 
@@ -118,8 +118,12 @@ def _str(obj: dict[str, Any], key: str, where: str) -> str:
     return v
 
 
+class SendRefused(RuntimeError):
+    """A command for a stream that has not started or has stopped: nothing to send it on."""
+
+
 class StreamProtocol:
-    """Parser + state machine for one Media Stream. No I/O."""
+    """Parser + state machine for one Media Stream, both ways. No I/O."""
 
     def __init__(self) -> None:
         self.state = StreamState.AWAIT_CONNECTED
@@ -157,6 +161,13 @@ class StreamProtocol:
         if seq is not None:
             self.last_sequence = seq
         return parsed
+
+    def send(self, command: Command) -> str:
+        """Our command → the text frame to send, for this stream. Raises SendRefused when the
+        stream is not streaming (no streamSid yet, or Twilio said stop)."""
+        if self.state is not StreamState.STREAMING or self.stream_sid is None:
+            raise SendRefused(f"cannot send {type(command).__name__} while {self.state.value}")
+        return serialize(command, self.stream_sid)
 
     # ---------------------------------------------------------------- per event
 

@@ -33,9 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Union
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-__all__ = ["compute_signature", "validate", "compute_body_hash", "url_variants", "SIGNATURE_HEADER"]
-
-SIGNATURE_HEADER = "X-Twilio-Signature"
+__all__ = ["compute_signature", "validate", "compute_body_hash", "url_variants"]
 
 Params = Union[Mapping[str, Any], Iterable[tuple[str, str]], None]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
-__all__ = ["connect_stream", "listen_and_dial", "empty_response", "say_and_hangup"]
+__all__ = ["connect_stream", "listen_and_dial", "say_and_hangup"]
 
 _DECL = '<?xml version="1.0" encoding="UTF-8"?>'
 
@@ -42,7 +42,3 @@ def say_and_hangup(text: str) -> str:
     ET.SubElement(root, "Say").text = text
     ET.SubElement(root, "Hangup")
     return _to_str(root)
-
-
-def empty_response() -> str:
-    return _DECL + "<Response />"

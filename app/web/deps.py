@@ -13,7 +13,7 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
 from app.config import Settings
 from app.recording.finalize import ExportOptions
-from app.recording.registry import CallRegistry
+from app.call.registry import CallRegistry
 from app.recording.store import CallStore
 from app.web.errors import ApiError
 
@@ -27,7 +27,7 @@ class Services:
     registry: CallRegistry
     opts: ExportOptions
     stream_secret: bytes
-    agent_factory: object = None  # callable(LiveCall) -> session, or None
+    agent_factory: object = None  # callable(CallSession) -> the assistant (and .transcriber(io, tracks)), or None
     events: object = None  # RecordingEvents for embedders
     chunk_bytes: int = 32000
 

@@ -1,4 +1,8 @@
-"""WS /media-stream: accept → iterate → dispatch → finally finish. No audio math, no JSON here.
+"""WS /media-stream: the Twilio edge. Accept → iterate → dispatch → finally finish.
+
+μ-law exists only here: frames are decoded into PCM16 before they reach the call's session,
+and the assistant's PCM is encoded on the way out (`TwilioTransport`). The sans-I/O protocol
+(app.twilio.protocol) parses Twilio's frames and makes ours, owning the streamSid.
 
 Bad input on this socket is answered on this socket only: a bad message is skipped with one
 log line per kind (as Twilio's 31950/31951 warnings do); a stream that cannot go on is closed
@@ -9,17 +13,23 @@ notice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from app import close_codes
 from app.agent.transcriber import TranscriberIO
-from app.recording.live import LiveCall, tone
-from app.recording.registry import CallRefused
-from app.twilio.events import Connected, Dtmf, Mark, Media, Start, Stop
-from app.twilio.protocol import ProtocolError, ProtocolWarning, StreamProtocol
+from app.audio import mulaw
+from app.audio.chime import chime
+from app.call.end import EndReason
+from app.call.registry import CallRefused
+from app.call.session import CallLimits, CallSession
+from app.call.transport import CallInfo
+from app.twilio.events import Connected, Dtmf, Mark, Media, SendClear, SendMark, SendMedia, Start, Stop
+from app.twilio.protocol import ProtocolError, ProtocolWarning, SendRefused, StreamProtocol
 from app.twilio.signature import validate
 from app.web.deps import Services
 from app.web.twilio_routes import stream_token
@@ -27,6 +37,7 @@ from app.web.twilio_routes import stream_token
 router = APIRouter()
 log = logging.getLogger("callscribe.stream")
 
+RATE = 8000  # Media Streams carry 8 kHz μ-law both ways
 MAX_WARNINGS = 200  # invalid messages tolerated on one stream before it is closed as hostile
 # Twilio sends `connected` and `start` right after the upgrade; a socket that has not started a
 # call by then is closed, so idle sockets cannot pile up (they count against no call limit).
@@ -57,7 +68,7 @@ async def media_stream(ws: WebSocket) -> None:
         sig = ws.headers.get("x-twilio-signature", "")
         if "?" in str(ws.url) or not validate(_handshake_url(services, ws), {}, sig, settings.twilio_auth_token):
             log.warning("refused a media-stream handshake: missing or wrong x-twilio-signature")
-            await ws.close(code=1008)  # before accept: the upgrade is answered 403
+            await ws.close(code=close_codes.POLICY)  # before accept: the upgrade is answered 403
             return
     await ws.accept()
     shell = _StreamShell(ws, services)
@@ -65,12 +76,36 @@ async def media_stream(ws: WebSocket) -> None:
         await shell.run()
     finally:
         if shell.call is not None:
-            # Finalise even if this handler is being cancelled (server shutdown).
+            # Finalise even if this handler is being cancelled (server shutdown): the shielded
+            # task goes on, and the registry's drain waits for it.
             task = services.registry.spawn(services.registry.finish(shell.call, shell.reason))
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
-            except asyncio.CancelledError:
-                pass
+
+
+class TwilioTransport:
+    """The call session's way out to a Twilio Media Stream: PCM → μ-law media, marks, clear, close."""
+
+    rate = RATE
+
+    def __init__(self, shell: "_StreamShell") -> None:
+        self._shell = shell
+
+    def as_heard(self, pcm: bytes) -> bytes:
+        """What the caller hears of it: G.711 μ-law is lossy (the recording holds the line's audio)."""
+        return mulaw.decode_bytes(mulaw.encode_bytes(pcm))
+
+    async def send_audio(self, pcm: bytes) -> None:
+        await self._shell.send_command(SendMedia(mulaw.encode_bytes(pcm)))
+
+    async def mark(self, name: str) -> None:
+        await self._shell.send_command(SendMark(name))
+
+    async def clear(self) -> None:
+        await self._shell.send_command(SendClear())
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._shell.close(code, reason)
 
 
 class _StreamShell:
@@ -78,16 +113,24 @@ class _StreamShell:
         self.ws = ws
         self.services = services
         self.proto = StreamProtocol()
-        self.call: LiveCall | None = None
-        self.reason = "caller disconnected without stop"
+        self.call: CallSession | None = None
+        self.reason: EndReason = EndReason.CALLER_DISCONNECTED
+        self.detail = ""  # what a protocol error said, for the log
         self.warnings = 0
         self.kinds: dict[str, int] = {}
         self.journaled: set[str] = set()
         self._closed = False
-        self._closing: asyncio.Future | None = None
+        self._closing: asyncio.Future[None] | None = None
         self._send_dead = False
         self.greet_pending = False
         self._timer: asyncio.TimerHandle | None = None
+
+    async def send_command(self, command: SendMedia | SendMark | SendClear) -> None:
+        try:
+            text = self.proto.send(command)
+        except SendRefused:
+            return  # Twilio said stop: nothing more goes out on this stream
+        await self.send(text)
 
     async def send(self, text: str) -> None:
         if not self._closed and not self._send_dead and self.ws.application_state == WebSocketState.CONNECTED:
@@ -106,17 +149,17 @@ class _StreamShell:
         if self._closed:
             return
         self._closed = True
-        if code == 1001 and self.call is not None and not self.call.end_reason:
-            self.reason = "server shutdown"
+        if code == close_codes.GOING_AWAY and self.call is not None and not self.call.end_reason:
+            self.reason = EndReason.SERVER_SHUTDOWN
         self._closing = asyncio.ensure_future(self._send_close(code, reason[:120]))
 
     async def _send_close(self, code: int, reason: str) -> None:
         try:
             await self.ws.close(code=code, reason=reason)
-        except Exception:  # the client is gone already
-            pass
+        except (RuntimeError, OSError, WebSocketDisconnect) as exc:  # the client is gone already
+            log.debug("stream: close after the client left (%s)", type(exc).__name__)
 
-    def _arm(self, seconds: float, reason: str, code: int, message: str) -> None:
+    def _arm(self, seconds: float, reason: EndReason, code: int, message: str) -> None:
         """Close this socket after `seconds` unless re-armed or the stream ends first (no per-frame cost)."""
         if self._timer is not None:
             self._timer.cancel()
@@ -131,7 +174,7 @@ class _StreamShell:
         self._timer = asyncio.get_running_loop().call_later(seconds, expire)
 
     async def run(self) -> None:
-        self._arm(START_TIMEOUT_S, "no start message in time", 1008,
+        self._arm(START_TIMEOUT_S, EndReason.NO_START, close_codes.POLICY,
                   f"no valid start message within {START_TIMEOUT_S:.0f} s")
         try:
             await self._run()
@@ -141,8 +184,8 @@ class _StreamShell:
             if self._closing is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(self._closing), 15)
-                except (Exception, asyncio.CancelledError):
-                    pass
+                except (asyncio.TimeoutError, asyncio.CancelledError):
+                    log.info("stream %s: the close handshake did not complete", self.call.sid if self.call else "-")
 
     async def _run(self) -> None:
         limit = self.services.settings.max_ws_message_bytes
@@ -157,8 +200,8 @@ class _StreamShell:
                     self.reason = self.call.end_reason
                 elif self._closed:
                     pass  # we closed it, and self.reason says why
-                elif code in (1001, 1012):  # our server is going away (SIGTERM)
-                    self.reason = "server shutdown"
+                elif code in (close_codes.GOING_AWAY, 1012):  # our server is going away (SIGTERM) or restarting
+                    self.reason = EndReason.SERVER_SHUTDOWN
                 return
             if self._closed:
                 continue  # closing: drain until the client's close frame
@@ -166,8 +209,9 @@ class _StreamShell:
             if data is None:
                 data = msg.get("bytes") or b""
             if len(data) > limit:
-                self.reason = "message too large"
-                await self.close(1009, f"message of {len(data)} bytes exceeds MAX_WS_MESSAGE_BYTES={limit}")
+                self.reason = EndReason.MESSAGE_TOO_LARGE
+                await self.close(close_codes.TOO_BIG,
+                                 f"message of {len(data)} bytes exceeds MAX_WS_MESSAGE_BYTES={limit}")
                 continue
             try:
                 event = self.proto.receive(data)
@@ -179,19 +223,21 @@ class _StreamShell:
                 if self.warnings > MAX_WARNINGS:
                     log.warning("stream %s: more than %d invalid messages; closing",
                                 self.call.sid if self.call else "(before start)", MAX_WARNINGS)
-                    self.reason = "too many invalid messages"
-                    await self.close(1008, f"more than {MAX_WARNINGS} invalid messages")
+                    self.reason = EndReason.TOO_MANY_INVALID
+                    await self.close(close_codes.POLICY, f"more than {MAX_WARNINGS} invalid messages")
                 continue
             except ProtocolError as e:
                 log.warning("stream %s: protocol error, closing (%s)", self.call.sid if self.call else "-", e)
-                self.reason = f"protocol error: {e}"
+                self.reason = EndReason.PROTOCOL_ERROR
+                if self.call is not None:
+                    self.call.recorder.event("error", what="protocol error", detail=str(e))
                 await self.close(e.close_code, str(e))
                 continue
             except Exception as e:  # a parser bug must cost this stream only, with a reason, not a traceback
                 log.error("stream %s: could not parse a message (%s); closing",
                           self.call.sid if self.call else "-", type(e).__name__)
-                self.reason = "internal error parsing a message"
-                await self.close(1011, "internal error parsing a message")
+                self.reason = EndReason.INTERNAL_PARSE_ERROR
+                await self.close(close_codes.INTERNAL, "internal error parsing a message")
                 continue
             if not await self.dispatch(event) and not self._closed:
                 return  # stop: the caller hung up, Twilio closes the socket
@@ -210,27 +256,27 @@ class _StreamShell:
         """Handle one event; False ends the loop."""
         if isinstance(ev, Media):
             if self.call is not None:
-                self.call.on_media(ev)
+                self.call.on_audio(ev.track, ev.timestamp, mulaw.decode_bytes(ev.payload))
                 if self.greet_pending:
                     self.greet_pending = False
                     await self.greet()
-                if self.call.end_reason == "longest call reached":
+                if self.call.end_reason is EndReason.LONGEST_CALL:
                     self.reason = self.call.end_reason
-                    await self.close(1000, "call reached MAX_CALL_SECONDS")
+                    await self.close(close_codes.NORMAL, "call reached MAX_CALL_SECONDS")
                     return False
             return True
         if isinstance(ev, Start):
             return await self.on_start(ev)
         if isinstance(ev, Mark):
             if self.call is not None:
-                self.call.on_mark(ev)
+                self.call.on_mark(ev.name)
             return True
         if isinstance(ev, Dtmf):
             if self.call is not None:
-                self.call.on_dtmf(ev)
+                self.call.on_dtmf(ev.digit)
             return True
         if isinstance(ev, Stop):
-            self.reason = "caller hung up (stop)"
+            self.reason = EndReason.CALLER_HUNG_UP
             if self.call is not None and self.call.end_reason:
                 self.reason = self.call.end_reason
             return False
@@ -244,8 +290,8 @@ class _StreamShell:
         given = ev.custom_parameters.get("token", "")
         if not hmac.compare_digest(given.encode(), expected.encode()):
             log.warning("stream refused: start.customParameters.token does not match a call the webhook answered")
-            self.reason = "refused"
-            await self.close(1008, "unknown call: no valid stream token (open streams through POST /voice)")
+            self.reason = EndReason.REFUSED
+            await self.close(close_codes.POLICY, "unknown call: no valid stream token (open streams through POST /voice)")
             return False
         try:
             lock = s.registry.admit(ev.call_sid)
@@ -255,19 +301,23 @@ class _StreamShell:
             return False
         mode = "listen" if "outbound" in ev.tracks else "assistant"
         st = s.settings
+        info = CallInfo(sid=ev.call_sid, mode=mode, rate=RATE, source="phone", stream_id=ev.stream_sid,
+                        account_id=ev.account_sid, tracks=tuple(ev.tracks),
+                        params=tuple(k for k in ev.custom_parameters if k != "token"))
+        limits = CallLimits(reorder_window_ms=st.reorder_window_ms, max_clock_jump_s=st.max_clock_jump_s,
+                            max_call_seconds=st.max_call_seconds, export_interval_s=st.export_interval_s)
         try:
-            call = LiveCall(ev, mode=mode, store=s.store, lock=lock, opts=s.opts, executor=s.registry.executor,
-                            send=self.send, close=self.close, reorder_window_ms=st.reorder_window_ms,
-                            max_clock_jump_s=st.max_clock_jump_s, max_call_seconds=st.max_call_seconds,
-                            export_interval_s=st.export_interval_s, events=s.events, chunk_bytes=s.chunk_bytes)
+            call = CallSession(info, TwilioTransport(self), store=s.store, lock=lock, opts=s.opts,
+                               executor=s.registry.executor, limits=limits, events=s.events,
+                               chunk_bytes=s.chunk_bytes)
         except OSError as exc:
             lock.release()
             log.error("call %s: cannot create its recording (%s)", ev.call_sid, exc.strerror or exc)
-            await self.close(1011, "cannot record this call (storage error)")
+            await self.close(close_codes.INTERNAL, "cannot record this call (storage error)")
             return False
         self.call = call
         s.registry.add(call)
-        self._arm(wall_limit_s(st.max_call_seconds), "longest call reached (wall clock)", 1000,
+        self._arm(wall_limit_s(st.max_call_seconds), EndReason.LONGEST_CALL_WALL, close_codes.NORMAL,
                   "call reached MAX_CALL_SECONDS")
         log.info("call %s: stream started (%s mode)", call.sid, mode)
         if mode == "assistant":
@@ -276,8 +326,7 @@ class _StreamShell:
             # The greeting waits for the first caller frame: only then is the stream clock known
             # (Twilio's first timestamp is ~100-160 ms, not 0), so the recording places it where it plays.
             self.greet_pending = st.greeting != "none" or call.agent is not None
-        if call.agent is None and st.transcribe and s.agent_factory is not None \
-                and hasattr(s.agent_factory, "transcriber"):
+        if call.agent is None and st.transcribe and s.agent_factory is not None:
             tracks = ("inbound", "outbound") if mode == "listen" else ("inbound",)
             io = TranscriberIO(read=call.read_track, settled=call.settled_sample, now=call.stream_sample,
                                add_turn=call.add_turn)
@@ -291,7 +340,7 @@ class _StreamShell:
         if call.agent is not None:
             self.services.registry.spawn(call.agent.start())
             return
-        span = await call.play(tone())
+        span = await call.play(chime(RATE))
         await call.mark("greeting")
         if span is not None:
             call.add_turn("assistant", "(greeting chime)", *span)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from tests.paths import TESTDATA
+from tests.support.paths import TESTDATA
 
 import numpy as np
 import pytest

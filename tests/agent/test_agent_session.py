@@ -99,7 +99,7 @@ async def test_empty_transcription_makes_no_turn() -> None:
     await session.start()
     await drive(session, io, timeline, 5000)
     await session.aclose()
-    assert session.stt.calls == 2
+    assert session.turns.stt.calls == 2
     assert [(t["role"], t["text"]) for t in io.turns] == [
         ("assistant", "Thank you for calling Acme. This is Jarvis. How can I help?"),
         ("caller", "Hello?"),
@@ -122,8 +122,8 @@ async def test_caller_who_goes_on_after_a_pause_is_answered_once() -> None:
     timeline = Timeline([Say(1000, 1500, "My name is"), Say(2100, 2600, "Ann Lee.")])
     responder = ScriptedResponder([["Thanks, Ann."]])
     session, io, _ = make_session(timeline, responder)
-    session.stt = SlowSTT(timeline)
-    session.detector = TurnDetector(LoudIsSpeech(), TurnParams(start_ms=100, stop_ms=500, min_turn_ms=100, pause_ms=0))
+    session.turns.stt = SlowSTT(timeline)
+    session.turns.detector = TurnDetector(LoudIsSpeech(), TurnParams(start_ms=100, stop_ms=500, min_turn_ms=100, pause_ms=0))
     await session.start()
     await drive(session, io, timeline, 5000)
     await session.aclose()

@@ -14,7 +14,7 @@ import soundfile as sf
 
 from app.simulator import SimConfig, load_wav_8k, run_call
 from tests.e2e.test_assistant import wait_ready
-from tests.paths import TESTDATA
+from tests.support.paths import TESTDATA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
 

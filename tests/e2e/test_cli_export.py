@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from app.simulator import SimConfig, run_call
-from tests.e2e.conftest import marker_signal
+from tests.support.signals import marker_signal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -15,7 +15,8 @@ from app.config import Settings
 from app.main import create_app
 from app.recording.events import RecordingEvents
 from app.simulator import SimConfig, run_call
-from tests.e2e.conftest import free_port, marker_signal
+from tests.support.signals import marker_signal
+from tests.support.sockets import free_port
 
 pytestmark = pytest.mark.e2e
 

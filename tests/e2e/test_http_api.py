@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from app.simulator import SimConfig, run_call
-from tests.e2e.conftest import Server, marker_signal
-from tests.security.helpers import raw_http
+from tests.support.server import Server
+from tests.support.signals import marker_signal
+from tests.support.sockets import raw_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -11,16 +11,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
 from app.agent.receptionist import ReceptionistResponder
 from app.config import Settings
-from tests.e2e.conftest import ROOT
 from tests.e2e.test_assistant import wait_ready
-from tests.paths import TESTDATA
+from tests.support.paths import ROOT, TESTDATA
 
 pytestmark = [pytest.mark.e2e]
 

@@ -1,18 +1,14 @@
 """Tools for the security and reliability tests: a good call to compare bit-exactly, a raw Media
-Streams client that can send anything, raw HTTP and raw TCP, and small readers of the outputs.
+Streams client that can send anything, a raw WebSocket over TCP, and small readers of the outputs.
 
-Everything talks to a real `callscribe serve` process (tests.e2e.conftest.Server) over real
-sockets; nothing here calls an outside service.
+Everything talks to a real `callscribe serve` process (tests.support.server.Server) over real
+sockets; nothing here calls an outside service. Messages, frames and raw sockets come from
+tests/support (frames, sockets).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import os
-import secrets
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +21,12 @@ from websockets.asyncio.client import connect
 from app.audio import mulaw
 from app.simulator import SimConfig, SimResult, run_call
 from app.twilio.signature import compute_signature
+from tests.support.frames import (
+    CONNECTED, FIRST_TS, media_msg, new_sid, start_msg, stop_msg, token_from, voice_form,
+)
+from tests.support.sockets import LOCALHOST, ws_connect
 
-FIRST_TS = 120  # ms: the simulator's first media.timestamp, like Twilio's
 HEADER = 44
-
-
-def new_sid(prefix: str = "CA") -> str:
-    return prefix + secrets.token_hex(16)
 
 
 def noise(seconds: float, seed: int) -> np.ndarray:
@@ -145,17 +140,12 @@ class GoodCall:
 def webhook(server, sid: str, *, auth_token: str | None = None, signed_url: str | None = None,
             params: dict | None = None) -> httpx.Response:
     """POST /voice like Twilio (form, optionally signed over `signed_url`, default the URL posted)."""
-    form = {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": "+15005550006", "To": "+15005550001",
-            "CallStatus": "ringing", "Direction": "inbound"} | (params or {})
+    form = voice_form(sid, params=params)
     url = server.base + "/voice"
     headers = {}
     if auth_token:
         headers["X-Twilio-Signature"] = compute_signature(signed_url or url, form, auth_token)
     return httpx.post(url, data=form, headers=headers, timeout=10)
-
-
-def token_from(twiml: str) -> str:
-    return twiml.split('name="token" value="')[1].split('"')[0]
 
 
 def stream_token(server, sid: str, **kw) -> str:
@@ -165,14 +155,6 @@ def stream_token(server, sid: str, **kw) -> str:
 
 
 # ------------------------------------------------------------------------------------------ raw stream
-
-
-def media_msg(sid: str, seq: int, ts: int | str, payload: bytes | str, track: str = "inbound",
-              chunk: int | None = None) -> str:
-    b64 = payload if isinstance(payload, str) else base64.b64encode(payload).decode()
-    return json.dumps({"event": "media", "sequenceNumber": str(seq), "media": {
-        "track": track, "chunk": str(chunk if chunk is not None else seq - 1), "timestamp": str(ts),
-        "payload": b64}, "streamSid": sid}, separators=(",", ":"))
 
 
 @dataclass
@@ -197,7 +179,7 @@ class RawStream:
     send_failed: bool = False
 
     async def open(self) -> "RawStream":
-        url = self.url or f"ws://127.0.0.1:{self.server.port}/media-stream"
+        url = self.url or f"ws://{LOCALHOST}:{self.server.port}/media-stream"
         self.ws = await connect(url, additional_headers=self.headers, max_size=None, ping_interval=None,
                                 compression=None, open_timeout=10, close_timeout=5, user_agent_header=None)
         self._reader = asyncio.create_task(self._read())
@@ -220,16 +202,12 @@ class RawStream:
             return False
 
     async def connected(self) -> bool:
-        return await self.send('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+        return await self.send(CONNECTED)
 
     def start_msg(self, token: str | None, tracks=("inbound",), **start_over) -> str:
         self.seq += 1
-        body = {"accountSid": "AC" + "0" * 32, "streamSid": self.stream_sid, "callSid": self.call_sid,
-                "tracks": list(tracks), "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                "customParameters": {} if token is None else {"token": token}}
-        body.update(start_over)
-        return json.dumps({"event": "start", "sequenceNumber": str(self.seq), "start": body,
-                           "streamSid": self.stream_sid}, separators=(",", ":"))
+        return start_msg(self.seq, self.stream_sid, self.call_sid, None if token is None else {"token": token},
+                         tracks, over=start_over)
 
     async def start(self, token: str | None = "webhook", tracks=("inbound",), **start_over) -> bool:
         if token == "webhook":
@@ -243,9 +221,7 @@ class RawStream:
 
     async def stop(self) -> bool:
         self.seq += 1
-        return await self.send(json.dumps({"event": "stop", "sequenceNumber": str(self.seq),
-                                           "streamSid": self.stream_sid,
-                                           "stop": {"accountSid": "AC" + "0" * 32, "callSid": self.call_sid}}))
+        return await self.send(stop_msg(self.seq, self.stream_sid, self.call_sid))
 
     async def close(self) -> None:
         await self.ws.close()
@@ -289,49 +265,6 @@ def frame_bytes(rng: np.random.Generator, n: int = 160) -> bytes:
 # ------------------------------------------------------------------------------------------ raw sockets
 
 
-def raw_http(port: int, target: str, headers: dict | None = None, method: str = "GET", body: bytes = b"") -> tuple[int, bytes]:
-    """One HTTP/1.1 request with the request-target sent byte for byte (no client normalisation)."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(data)
-        chunks = []
-        while True:
-            c = s.recv(65536)
-            if not c:
-                break
-            chunks.append(c)
-    resp = b"".join(chunks)
-    head, _, rest = resp.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, rest
-
-
-def ws_frame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
-    """A client→server WebSocket frame (masked, RFC 6455 §5.2)."""
-    head = bytearray([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    if n < 126:
-        head.append(0x80 | n)
-    elif n < 65536:
-        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes(head) + mask + masked
-
-
 async def raw_ws_open(port: int, headers: dict | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    writer.write((f"GET /media-stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
-    await writer.drain()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return reader, writer
+    """A raw socket to /media-stream, upgraded: the test writes frames (tests.support.frames.ws_frame) itself."""
+    return await ws_connect(LOCALHOST, port, headers=headers)

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from app.simulator import SimConfig, run_call
-from tests.security.helpers import assert_healthy, log_text, noise, raw_http
+from tests.security.helpers import assert_healthy, log_text, noise
+from tests.support.sockets import raw_http
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(120)]
 

@@ -23,8 +23,9 @@ from app.recording.recorder import CallRecorder
 from app.recording.store import CallStore
 from app.simulator import SimConfig, SimResult, run_call
 from tests.security.helpers import (
-    assert_healthy, expected_master, first_mismatch, log_text, new_sid, noise, read_master, result_of,
+    assert_healthy, expected_master, first_mismatch, log_text, noise, read_master, result_of,
 )
+from tests.support.frames import new_sid
 
 pytestmark = [pytest.mark.security, pytest.mark.faults]
 
@@ -147,7 +148,7 @@ def _recorded_call(tmp_path, seconds: float = 2.5):
     audio = noise(seconds, seed=51)
     ulaw = mulaw.encode(audio)
     for i in range(len(ulaw) // 160):
-        rec.on_media("inbound", 120 + 20 * i, ulaw[160 * i: 160 * (i + 1)])
+        rec.on_audio("inbound", 120 + 20 * i, mulaw.decode_bytes(ulaw[160 * i: 160 * (i + 1)]))
     rec.close("caller hung up (stop)")
     return store, sid, expected_master(audio)
 

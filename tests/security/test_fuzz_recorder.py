@@ -34,7 +34,7 @@ FUZZ = settings(max_examples=150, deadline=None,
 
 def _recorder(tmp_path, i: int) -> CallRecorder:
     return CallRecorder(tmp_path / f"{i}" / SID, SID, reorder_window_ms=WINDOW_MS, max_clock_jump_s=JUMP_S,
-                        max_samples=MAX_S * 8000)
+                        max_seconds=MAX_S)
 
 
 def _master(rec: CallRecorder, track: str = "inbound") -> np.ndarray:
@@ -60,7 +60,7 @@ def test_any_frames_never_raise_and_stay_bounded(tmp_path, frames, seed):
     rec = _recorder(tmp_path, next(_counter))
     written = 0
     for track, ts, n in frames:
-        rec.on_media(track, ts, rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+        rec.on_audio(track, ts, mulaw.decode_bytes(rng.integers(0, 256, n, dtype=np.uint8).tobytes()))
         written += n
         assert len(rec.clock._held) < _CONFIRM
         assert all(len(h.holes) <= _MAX_HOLES for h in rec.holes.values())
@@ -108,7 +108,7 @@ def test_in_order_or_slightly_late_frames_are_placed_exactly(tmp_path, frames, f
                 order[i], order[i + 1] = order[i + 1], order[i]
     for k in order:
         s, p = placed[k]
-        rec.on_media("inbound", s // 8, p)
+        rec.on_audio("inbound", s // 8, mulaw.decode_bytes(p))
     total = rec.close("fuzz")
     want = np.zeros(sample, np.int16)
     for s, p in placed:
@@ -125,7 +125,7 @@ def test_a_hostile_run_of_jumps_stops_at_max_call_seconds(tmp_path):
     rec = _recorder(tmp_path, 0)
     ts = 0
     for _ in range(100):
-        rec.on_media("inbound", ts, b"\x10" * 160)
+        rec.on_audio("inbound", ts, mulaw.decode_bytes(b"\x10" * 160))
         ts += JUMP_S * 1000 - 1
     total = rec.close("fuzz")
     assert total == MAX_S * 8000

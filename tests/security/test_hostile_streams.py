@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from tests.security.helpers import (
-    GoodCall, Model, RawStream, assert_healthy, call_dirs, first_mismatch, frame_bytes, media_msg, new_sid,
-    outputs_of, raw_ws_open, read_master, result_of, server_log_lines, stream_token, ws_frame,
+    GoodCall, Model, RawStream, assert_healthy, call_dirs, first_mismatch, frame_bytes, outputs_of, raw_ws_open,
+    read_master, result_of, server_log_lines, stream_token,
 )
+from tests.support.frames import media_msg, new_sid, ws_frame
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(120)]
 
@@ -62,6 +63,24 @@ async def _good_frames(stream: RawStream, model: Model, rng, first_ts: int, n: i
     return ts
 
 
+async def _begin(server, rng, first_ts: int, n: int) -> tuple[RawStream, Model, int]:
+    """A misbehaving stream's honest beginning: opened, started, `n` good frames from `first_ts`
+    (in the model); returns the stream, the model and the next timestamp."""
+    s = await RawStream(server).open()
+    await s.start()
+    model = Model()
+    return s, model, await _good_frames(s, model, rng, first_ts, n)
+
+
+async def _goes_on(s: RawStream, good: GoodCall, server, model: Model, rng, ts: int, n: int) -> None:
+    """After the misbehaviour: `n` more good frames are taken, the stream and the good call are
+    still up, and the stream hangs up normally with exactly the model recorded."""
+    await _good_frames(s, model, rng, ts, n)
+    assert s.still_open()
+    assert good.running()
+    await _finish(s, server, model, "caller hung up")
+
+
 def _warned(server, sid: str, kind_text: str) -> int:
     return len([l for l in server_log_lines(server, f"stream {sid}: skipped a bad message") if kind_text in l])
 
@@ -84,10 +103,7 @@ async def test_non_json_text_is_skipped_and_logged_once_and_the_stream_goes_on(s
         ts = await _good_frames(s, model, rng, 120, 10)
         for junk in ("{", "not json at all", "[1,2,3]", '"a string"', "null", "\x00\x01", "{\"event\":\"media\"" * 50):
             assert await s.send(junk)
-        ts = await _good_frames(s, model, rng, ts, 10)
-        assert s.still_open()
-        assert good.running()
-        await _finish(s, server, model, "caller hung up")
+        await _goes_on(s, good, server, model, rng, ts, 10)
     assert _warned(server, s.call_sid, "not JSON") + _warned(server, s.call_sid, "not a JSON object") <= 2
     assert any(r["t"] == "warning" and r["what"] == "json" for r in _journal(server, s.call_sid))
     assert_healthy(server)
@@ -96,16 +112,10 @@ async def test_non_json_text_is_skipped_and_logged_once_and_the_stream_goes_on(s
 async def test_binary_frames_are_skipped_and_the_stream_goes_on(server):
     rng = np.random.default_rng(2)
     async with GoodCall(server) as good:
-        s = await RawStream(server).open()
-        await s.start()
-        model = Model()
-        ts = await _good_frames(s, model, rng, 120, 5)
+        s, model, ts = await _begin(server, rng, 120, 5)
         for _ in range(20):  # raw μ-law in binary frames, as a confused client might send
             assert await s.send(frame_bytes(rng))
-        ts = await _good_frames(s, model, rng, ts, 5)
-        assert s.still_open()
-        assert good.running()
-        await _finish(s, server, model, "caller hung up")
+        await _goes_on(s, good, server, model, rng, ts, 5)
     assert _warned(server, s.call_sid, "binary frame") == 1  # once per kind, not 20 lines
     assert_healthy(server)
 
@@ -113,18 +123,12 @@ async def test_binary_frames_are_skipped_and_the_stream_goes_on(server):
 async def test_unknown_events_are_skipped(server):
     rng = np.random.default_rng(3)
     async with GoodCall(server) as good:
-        s = await RawStream(server).open()
-        await s.start()
-        model = Model()
-        ts = await _good_frames(s, model, rng, 120, 5)
+        s, model, ts = await _begin(server, rng, 120, 5)
         for ev in ("clear", "Media", "", "x" * 5000, None, 7, [], {}, ["media"]):
             assert await s.send(json.dumps({"event": ev, "streamSid": s.stream_sid}))
         assert await s.send(json.dumps({"streamSid": s.stream_sid, "media": {}}))  # no event at all
         assert await s.send('{"event":"connected","protocol":"Call","version":"1.0.0"}')  # out of order: skipped
-        ts = await _good_frames(s, model, rng, ts, 5)
-        assert s.still_open()
-        assert good.running()
-        await _finish(s, server, model, "caller hung up")
+        await _goes_on(s, good, server, model, rng, ts, 5)
     lines = server_log_lines(server, f"stream {s.call_sid}: skipped")
     assert all(len(l) < 400 for l in lines)  # a 5000-character event name is not echoed into the log
     assert_healthy(server)
@@ -134,10 +138,7 @@ async def test_missing_or_wrongly_typed_media_fields_are_skipped(server):
     rng = np.random.default_rng(4)
     good_b64 = base64.b64encode(frame_bytes(rng)).decode()
     async with GoodCall(server) as good:
-        s = await RawStream(server).open()
-        await s.start()
-        model = Model()
-        ts = await _good_frames(s, model, rng, 120, 5)
+        s, model, ts = await _begin(server, rng, 120, 5)
         sid = s.stream_sid
 
         def media(**fields):  # a media message with Twilio's fields, some replaced or removed (None)
@@ -160,27 +161,18 @@ async def test_missing_or_wrongly_typed_media_fields_are_skipped(server):
         ]
         for m in bad:
             assert await s.send(json.dumps(m))
-        ts = await _good_frames(s, model, rng, ts, 5)
-        assert s.still_open()
-        assert good.running()
-        await _finish(s, server, model, "caller hung up")
+        await _goes_on(s, good, server, model, rng, ts, 5)
     assert_healthy(server)
 
 
 async def test_payload_not_base64_is_skipped(server):
     rng = np.random.default_rng(5)
     async with GoodCall(server) as good:
-        s = await RawStream(server).open()
-        await s.start()
-        model = Model()
-        ts = await _good_frames(s, model, rng, 120, 5)
+        s, model, ts = await _begin(server, rng, 120, 5)
         for junk in ("not base64!", "@@@@", "AAA", "=" * 8, "A" * 213 + "!!!", "\u00ff" * 216, "", "//// "):
             assert await s.media(ts, junk)
         ts += 20  # that slot never got valid audio: it stays a silent hole
-        ts = await _good_frames(s, model, rng, ts, 5)
-        assert s.still_open()
-        assert good.running()
-        await _finish(s, server, model, "caller hung up")
+        await _goes_on(s, good, server, model, rng, ts, 5)
     assert _warned(server, s.call_sid, "base64") == 1
     assert_healthy(server)
 
@@ -191,10 +183,7 @@ async def test_payload_lengths_other_than_160_are_placed_by_timestamp_and_oversi
     message is refused as hostile and skipped."""
     rng = np.random.default_rng(6)
     async with GoodCall(server) as good:
-        s = await RawStream(server).open()
-        await s.start()
-        model = Model()
-        ts = await _good_frames(s, model, rng, 120, 5)
+        s, model, ts = await _begin(server, rng, 120, 5)
         for n in (1, 7, 161, 159, 333, 7999):
             p = frame_bytes(rng, n)
             assert await s.media(ts, p)
@@ -202,10 +191,7 @@ async def test_payload_lengths_other_than_160_are_placed_by_timestamp_and_oversi
             ts += max(20, n // 160 * 20)  # 161, 333 and 7999 overlap the next frame: first written wins
         assert await s.media(ts, frame_bytes(rng, 8001))  # refused: not placed
         assert await s.media(ts, frame_bytes(rng, 20000))
-        ts = await _good_frames(s, model, rng, ts, 5)
-        assert s.still_open()
-        assert good.running()
-        await _finish(s, server, model, "caller hung up")
+        await _goes_on(s, good, server, model, rng, ts, 5)
     assert_healthy(server)
 
 
@@ -215,10 +201,7 @@ async def test_timestamps_jumping_hours_ahead_are_not_trusted_and_allocate_nothi
     by hours, and every frame that was placed is exact."""
     rng = np.random.default_rng(7)
     async with GoodCall(server) as good:
-        s = await RawStream(server).open()
-        await s.start()
-        model = Model()
-        ts = await _good_frames(s, model, rng, 120, 10)
+        s, model, ts = await _begin(server, rng, 120, 10)
         assert await s.media(ts + 3 * 3600 * 1000, frame_bytes(rng))  # the stray
         ts += 20  # its slot stays silent
         ts = await _good_frames(s, model, rng, ts, 10)
@@ -242,10 +225,7 @@ async def test_timestamps_jumping_hours_ahead_are_not_trusted_and_allocate_nothi
 async def test_timestamps_going_backwards_never_overwrite_and_a_reset_clock_continues(server):
     rng = np.random.default_rng(8)
     async with GoodCall(server) as good:
-        s = await RawStream(server).open()
-        await s.start()
-        model = Model()
-        ts = await _good_frames(s, model, rng, 60_000, 20)  # a call already a minute in
+        s, model, ts = await _begin(server, rng, 60_000, 20)  # a call already a minute in
         # Re-sent slots with other content (a replay): the first audio stays.
         for back in (20, 60, 200):
             assert await s.media(ts - back, frame_bytes(rng))
@@ -312,10 +292,7 @@ async def test_a_flood_of_thousands_of_frames_is_recorded_exactly_and_the_server
 async def test_a_flood_of_invalid_messages_closes_that_stream_with_1008_and_keeps_its_audio(server):
     rng = np.random.default_rng(10)
     async with GoodCall(server) as good:
-        s = await RawStream(server).open()
-        await s.start()
-        model = Model()
-        await _good_frames(s, model, rng, 120, 10)
+        s, model, _ = await _begin(server, rng, 120, 10)
         # 400, not thousands: a client that keeps writing after the close fills the TCP window, and
         # the close handshake then waits for its timeout (10 s) — harmless, but slow for a test.
         for i in range(400):
@@ -351,10 +328,7 @@ async def test_media_before_start_closes_1002_and_records_nothing(server):
 async def test_a_second_start_closes_1002_and_keeps_the_first_calls_audio(server):
     rng = np.random.default_rng(11)
     async with GoodCall(server) as good:
-        s = await RawStream(server).open()
-        await s.start()
-        model = Model()
-        await _good_frames(s, model, rng, 120, 10)
+        s, model, _ = await _begin(server, rng, 120, 10)
         other = new_sid()
         token = await asyncio.to_thread(stream_token, server, other)
         await s.send(s.start_msg(token, callSid=other))  # a second call on the same socket
@@ -392,10 +366,7 @@ async def test_a_start_with_missing_or_wrong_fields_closes_with_a_reason_and_rec
 async def test_a_message_for_another_stream_sid_closes_1008_and_keeps_the_audio(server):
     rng = np.random.default_rng(12)
     async with GoodCall(server) as good:
-        s = await RawStream(server).open()
-        await s.start()
-        model = Model()
-        ts = await _good_frames(s, model, rng, 120, 10)
+        s, model, ts = await _begin(server, rng, 120, 10)
         await s.send(media_msg(new_sid("MZ"), 50, ts, frame_bytes(rng)))
         closed = await s.closed()
         assert closed.code == 1008 and "streamSid" in closed.reason, closed

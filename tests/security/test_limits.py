@@ -14,9 +14,11 @@ import pytest
 from app.simulator import SimConfig, run_call
 from app.web.media_stream import START_TIMEOUT_S, wall_limit_s
 from tests.security.helpers import (
-    GoodCall, Model, RawStream, assert_healthy, call_dirs, expected_master, frame_bytes, new_sid, noise,
-    raw_http, read_master, result_of, server_log_lines, stream_token, webhook,
+    GoodCall, Model, RawStream, assert_healthy, call_dirs, expected_master, frame_bytes, noise, read_master,
+    result_of, server_log_lines, stream_token, webhook,
 )
+from tests.support.frames import new_sid
+from tests.support.sockets import raw_http
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(120)]
 

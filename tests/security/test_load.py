@@ -19,8 +19,9 @@ import pytest
 import soundfile as sf
 
 from app.simulator import SimConfig, run_call
-from tests.e2e.conftest import find_markers, marker_signal
-from tests.security.helpers import expected_master, first_mismatch, new_sid, read_master, result_of
+from tests.security.helpers import expected_master, first_mismatch, read_master, result_of
+from tests.support.frames import new_sid
+from tests.support.signals import find_markers, marker_signal
 
 pytestmark = [pytest.mark.security, pytest.mark.load, pytest.mark.timeout(90)]
 

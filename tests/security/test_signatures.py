@@ -13,9 +13,10 @@ from app.audio import mulaw
 from app.simulator import SimConfig, run_call
 from app.twilio.signature import compute_signature
 from tests.security.helpers import (
-    RawStream, assert_healthy, expected_master, frame_bytes, log_text, new_sid, noise, read_master, result_of,
-    server_log_lines, token_from, webhook,
+    RawStream, assert_healthy, expected_master, frame_bytes, log_text, noise, read_master, result_of,
+    server_log_lines, webhook,
 )
+from tests.support.frames import new_sid, token_from
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(120)]
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from tests.security.helpers import (
-    GoodCall, RawStream, assert_healthy, call_dirs, frame_bytes, new_sid, outputs_of, result_of, stream_token,
+    GoodCall, RawStream, assert_healthy, call_dirs, frame_bytes, outputs_of, result_of, stream_token,
 )
+from tests.support.frames import new_sid
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(120)]
 
@@ -72,8 +73,7 @@ async def test_a_valid_token_cannot_open_a_second_stream_or_reopen_a_finished_ca
     # A second stream for the same live call: refused, the first one keeps going.
     second = RawStream(server, call_sid=sid)
     await second.open()
-    await second.connected()
-    await second.send(second.start_msg(token))
+    await second.start(token)
     closed = await second.closed()
     assert closed.code == 1008 and "already open" in closed.reason, closed
     assert first.still_open()
@@ -85,8 +85,7 @@ async def test_a_valid_token_cannot_open_a_second_stream_or_reopen_a_finished_ca
     before = (server.responses / f"call_{sid}.json").read_bytes()
     third = RawStream(server, call_sid=sid)
     await third.open()
-    await third.connected()
-    await third.send(third.start_msg(token))
+    await third.start(token)
     closed = await third.closed()
     assert closed.code == 1008 and "already been recorded" in closed.reason, closed
     assert (server.responses / f"call_{sid}.json").read_bytes() == before

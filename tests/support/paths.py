@@ -1,11 +1,11 @@
-"""Where the shared, externally made test data lives (../shared/testdata beside the project)."""
+"""Where the project and the shared, externally made test data live (../shared/testdata beside it)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _testdata() -> Path:

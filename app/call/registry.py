@@ -1,4 +1,4 @@
-"""CallRegistry: the live calls of this process, their finalisation tasks, recovery and drain.
+"""CallRegistry: the live calls of this process, admission, their finalisation tasks, recovery and drain.
 
 Created in the app's lifespan. Holds a reference to every task it starts. At start-up it
 finalises calls a crash left unfinished (those whose lock no live process holds); at shutdown
@@ -11,10 +11,12 @@ import asyncio
 import logging
 from typing import Any
 
+from app import close_codes
+from app.call.end import EndReason
+from app.call.session import CallSession
 from app.recording.events import emit
 from app.recording.finalize import ExportOptions, finalize_call, rewrite_transcript
-from app.recording.live import LiveCall
-from app.recording.store import CallStore
+from app.recording.store import CallLock, CallStore
 from app.threads import background_executor
 
 __all__ = ["CallRegistry", "CallRefused"]
@@ -25,7 +27,7 @@ log = logging.getLogger("callscribe.registry")
 class CallRefused(Exception):
     """A stream that cannot start; `close_code` and the message go back to Twilio."""
 
-    def __init__(self, message: str, close_code: int = 1008) -> None:
+    def __init__(self, message: str, close_code: int = close_codes.POLICY) -> None:
         super().__init__(message)
         self.close_code = close_code
 
@@ -38,7 +40,7 @@ class CallRegistry:
         self.opts = opts
         self.max_concurrent = max_concurrent
         self.executor = background_executor("callscribe-export", workers)
-        self.live: dict[str, LiveCall] = {}
+        self.live: dict[str, CallSession] = {}
         self.tasks: set[asyncio.Task] = set()
         self.finalized_count = 0
         self.recovered_count = 0
@@ -46,29 +48,30 @@ class CallRegistry:
         self.last_finalize_seconds: float | None = None
 
     # ------------------------------------------------------------------ admission
-    def admit(self, sid: str):
+    def admit(self, sid: str) -> CallLock:
         """Check a new stream may start; returns the call's lock. Raises CallRefused."""
         if len(self.live) >= self.max_concurrent:
             self.refused_count += 1
-            raise CallRefused(f"busy: {self.max_concurrent} calls in progress (MAX_CONCURRENT_CALLS)", 1013)
+            raise CallRefused(f"busy: {self.max_concurrent} calls in progress (MAX_CONCURRENT_CALLS)",
+                              close_codes.TRY_AGAIN)
         if sid in self.live:
             self.refused_count += 1
-            raise CallRefused("a stream for this call is already open", 1008)
+            raise CallRefused("a stream for this call is already open")
         if self.store.is_finalized(sid):
             self.refused_count += 1
-            raise CallRefused("this call has already been recorded and finalised", 1008)
+            raise CallRefused("this call has already been recorded and finalised")
         lock = self.store.lock(sid)
         if lock is None:
             self.refused_count += 1
-            raise CallRefused("this call is being recorded by another worker", 1008)
+            raise CallRefused("this call is being recorded by another worker")
         return lock
 
-    def add(self, call: LiveCall) -> None:
+    def add(self, call: CallSession) -> None:
         self.live[call.sid] = call
         call.begin()
 
     # ------------------------------------------------------------------ ending
-    async def finish(self, call: LiveCall, reason: str) -> dict[str, Any] | None:
+    async def finish(self, call: CallSession, reason: EndReason) -> dict[str, Any] | None:
         """End a live call and finalise it off the event loop. Safe to call twice."""
         if self.live.get(call.sid) is not call:
             return None
@@ -80,7 +83,8 @@ class CallRegistry:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(
                 self.executor, lambda: finalize_call(self.store, call.sid, self.opts, exporter=exporter, total=total,
-                                                     end_reason=call.end_reason, transcript_pending=bool(pending)))
+                                                     end_reason=str(call.end_reason),
+                                                     transcript_pending=bool(pending)))
             self.finalized_count += 1
             self.last_finalize_seconds = result["stats"]["finalize_seconds"]
             if pending:
@@ -143,10 +147,10 @@ class CallRegistry:
             log.info("shutdown: finalising %d live call(s)", len(calls))
         for call in calls:
             try:
-                await call._close(1001, "server shutting down")
-            except Exception:
-                pass
-        pending = [asyncio.create_task(self.finish(c, "server shutdown")) for c in calls] + list(self.tasks)
+                await call.transport.close(close_codes.GOING_AWAY, "server shutting down")
+            except Exception as exc:  # the socket is gone already: finishing the call below is what matters
+                log.info("call %s: closing its transport at shutdown failed (%s)", call.sid, type(exc).__name__)
+        pending = [asyncio.create_task(self.finish(c, EndReason.SERVER_SHUTDOWN)) for c in calls] + list(self.tasks)
         if pending:
             done, not_done = await asyncio.wait(pending, timeout=timeout)
             for t in not_done:

@@ -1,0 +1,113 @@
+"""The incremental export of one call while it goes on, so its files are ready moments after hang-up.
+
+Every ``interval_s`` of wall time, and sooner when the call's clock has run ahead (a replay
+faster than real time), the settled part of the conversation (before ``settled()``: nothing
+there can change any more, since a clear only removes audio after "now" and late frames land
+within the reorder window) is encoded on a worker thread. A format chosen mid-call replaces the
+exporter, which catches up in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from app.recording.export import ConversationExporter
+from app.recording.finalize import ExportOptions, make_exporter
+from app.recording.store import CallStore
+
+__all__ = ["ExportSchedule"]
+
+log = logging.getLogger("callscribe.call")
+
+
+class ExportSchedule:
+    def __init__(self, store: CallStore, sid: str, opts: ExportOptions, executor: Executor, *,
+                 interval_s: float, rate: int, settled: Callable[[], int]) -> None:
+        self.store = store
+        self.sid = sid
+        self.opts = opts
+        self.executor = executor
+        self.interval_s = interval_s
+        self.settled = settled
+        self.exporter: ConversationExporter | None = None
+        self._format_mtime = store.format_mtime(sid)
+        self._busy: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._kick = asyncio.Event()
+        self._kick_at = int(interval_s * rate * 2)  # samples of unexported call time that wake it early
+        self._ended = False
+
+    def begin(self) -> None:
+        if not self.opts.record_audio:
+            return
+        try:
+            self.exporter = make_exporter(self.store, self.sid, self.opts)
+        except Exception as exc:  # the call records anyway; hang-up exports from the masters
+            log.error("call %s: cannot open the exporter (%s); will export at hang-up", self.sid, type(exc).__name__)
+        if self.interval_s > 0:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def on_progress(self) -> None:
+        """Called per chunk of audio: wake the loop early when the settled part has run far ahead."""
+        exporter = self.exporter
+        if exporter is not None and self._busy is None and self.settled() - exporter.done > self._kick_at:
+            self._kick.set()
+
+    async def stop(self) -> ConversationExporter | None:
+        """Stop the loop; wait for an advance in flight. Returns the exporter for finalisation."""
+        self._ended = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):  # cancelled on purpose: the call is over
+                await self._task
+        if self._busy is not None:
+            try:
+                await self._busy
+            except Exception as exc:
+                log.error("call %s: the last incremental export failed (%s); exporting at hang-up from the masters",
+                          self.sid, type(exc).__name__)
+                self.exporter = None
+        return self.exporter
+
+    async def _loop(self) -> None:
+        while not self._ended:
+            with contextlib.suppress(asyncio.TimeoutError):  # the regular tick
+                await asyncio.wait_for(self._kick.wait(), self.interval_s)
+            self._kick.clear()
+            if self._ended:
+                break
+            await self._advance()
+
+    async def _advance(self) -> None:
+        loop = asyncio.get_running_loop()
+        mtime = self.store.format_mtime(self.sid)
+        if mtime != self._format_mtime:
+            self._format_mtime = mtime
+            old, self.exporter = self.exporter, None
+            if old is not None:
+                await loop.run_in_executor(self.executor, old.abort)
+            try:
+                self.exporter = await loop.run_in_executor(self.executor, make_exporter, self.store, self.sid,
+                                                           self.opts)
+            except Exception as exc:
+                log.error("call %s: cannot open the exporter (%s)", self.sid, type(exc).__name__)
+                return
+        exporter = self.exporter
+        settled = self.settled()
+        if exporter is None or settled <= exporter.done:
+            return
+        self._busy = loop.run_in_executor(self.executor, exporter.advance, settled)
+        try:
+            await self._busy
+        except asyncio.CancelledError:
+            raise  # call ending: finish() waits for this advance on the exporter's lock
+        except Exception as exc:
+            log.error("call %s: incremental export failed (%s); will retry at hang-up", self.sid, type(exc).__name__)
+            self.exporter = None
+            await loop.run_in_executor(self.executor, exporter.abort)
+        finally:
+            self._busy = None

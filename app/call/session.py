@@ -1,0 +1,221 @@
+"""CallSession: one call in progress, whatever carries it.
+
+A transport shell feeds it PCM16 at the call's rate (``on_audio`` with the position its clock
+understands), DTMF and mark echoes; the session places the audio (the recorder), keeps the
+incremental export going (``ExportSchedule``), drives the assistant or the transcriber, enforces
+the call's length limit, emits the embedder's events, and sends the assistant's audio, marks and
+clears back through the :class:`~app.call.transport.CallTransport`. It is the ``CallIO`` the
+assistant talks to. Where audio sits is an integer sample index at the call's rate throughout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from app import close_codes
+from app.call.end import EndReason
+from app.call.export_schedule import ExportSchedule
+from app.call.transport import CallInfo, CallParticipant, CallTransport
+from app.recording.events import emit, read_span
+from app.recording.export import ConversationExporter
+from app.recording.finalize import ExportOptions
+from app.recording.recorder import CallRecorder
+from app.recording.store import CallLock, CallStore
+from app.recording.timeline import Clock
+
+__all__ = ["CallSession", "CallLimits"]
+
+log = logging.getLogger("callscribe.call")
+
+EXTRAPOLATE_S = 0.02  # the clock between two chunks runs on the wall clock for at most one frame
+
+
+class CallLimits:
+    """How long a call may last and how its timeline is checked (from settings)."""
+
+    def __init__(self, *, reorder_window_ms: int = 2000, max_clock_jump_s: int = 600,
+                 max_call_seconds: int = 4 * 3600, export_interval_s: float = 5.0) -> None:
+        self.reorder_window_ms = reorder_window_ms
+        self.max_clock_jump_s = max_clock_jump_s
+        self.max_call_seconds = max_call_seconds
+        self.export_interval_s = export_interval_s
+
+
+class CallSession:
+    def __init__(self, info: CallInfo, transport: CallTransport, *, store: CallStore, lock: CallLock,
+                 opts: ExportOptions, executor: Executor, limits: CallLimits | None = None,
+                 clock: Clock | None = None, wall_clock: Callable[[], float] = time.monotonic,
+                 events: Any = None, chunk_bytes: int = 0) -> None:
+        limits = limits or CallLimits()
+        self.info = info
+        self.sid = info.sid
+        self.mode = info.mode
+        self.rate = info.rate
+        self.started_at = time.time()  # wall clock (epoch s) when the stream started
+        self.store = store
+        self.lock = lock
+        self.transport = transport
+        self.wall_clock = wall_clock
+        self.max_call_seconds = limits.max_call_seconds
+        self.recorder = CallRecorder(store.call_dir(self.sid, create=True), self.sid, rate=info.rate,
+                                     reorder_window_ms=limits.reorder_window_ms,
+                                     max_clock_jump_s=limits.max_clock_jump_s,
+                                     max_seconds=limits.max_call_seconds, clock=clock)
+        self.export = ExportSchedule(store, self.sid, opts, executor, interval_s=limits.export_interval_s,
+                                     rate=info.rate, settled=self.settled_sample)
+        self.agent: CallParticipant | None = None  # the assistant, in assistant mode
+        self.transcriber: CallParticipant | None = None  # a transcript when no assistant answers
+        self.events = events
+        self.chunk_samples = chunk_bytes // 2  # PCM16: chunk events every N bytes of each track
+        self._chunk_done = 0
+        self._turn_index = 0
+        self.ended = False
+        self.end_reason: EndReason | None = None
+        self._last_audio_wall = wall_clock()
+        self.recorder.event("start", call_sid=self.sid, stream_sid=info.stream_id, account_sid=info.account_id,
+                            mode=info.mode, source=info.source, rate=info.rate, tracks=list(info.tracks),
+                            params=sorted(info.params))
+
+    # ------------------------------------------------------------------ lifecycle
+    def begin(self) -> None:
+        """Start background work (the incremental exporter)."""
+        self.export.begin()
+
+    def participants(self) -> list[CallParticipant]:
+        return [p for p in (self.agent, self.transcriber) if p is not None]
+
+    async def stop_background(self) -> tuple[ConversationExporter | None, int]:
+        """Called once at the end: cut at hang-up, stop the assistant and the export; close the masters.
+
+        The call lasted as long as its stream: assistant audio placed after the stream's last
+        moment was still queued at the transport when the caller hung up, never heard, so it is
+        cut as a clear would cut it (but it is no barge-in)."""
+        self.ended = True
+        if self.mode == "assistant":
+            self.recorder.cut_at_hangup(self.recorder.stream_samples)
+        for part in self.participants():
+            try:
+                await part.aclose()
+            except Exception:
+                log.exception("call %s: %s did not close cleanly", self.sid, type(part).__name__)
+        exporter = await self.export.stop()
+        total = self.recorder.close(str(self.end_reason or "ended"))
+        if self.events is not None and self.chunk_samples:
+            self._emit_chunks(total, final=True)
+        return exporter, total
+
+    @property
+    def tail_pending(self) -> int:
+        """Turns the hang-up left to transcribe (the transcript is rewritten when they are done)."""
+        return sum(p.tail_pending for p in self.participants())
+
+    async def transcribe_tail(self) -> None:
+        for part in self.participants():
+            try:
+                await part.transcribe_tail()
+            except Exception:
+                log.exception("call %s: transcribing the last turns failed", self.sid)
+
+    def settled_sample(self) -> int:
+        """Before this sample the recording can no longer change (late audio falls in the clock's window)."""
+        return max(0, self.recorder.stream_samples - self.recorder.clock.window)
+
+    def read_track(self, track: str, start: int, stop: int) -> np.ndarray:
+        return read_span(self.recorder.call_dir / f"{track}.wav", start, stop)
+
+    # ------------------------------------------------------------------ the transport → us
+    def on_audio(self, track: str, position: float, pcm: bytes) -> None:
+        """One chunk of PCM16 at the call's rate; `position` is what the call's clock reads."""
+        self._last_audio_wall = self.wall_clock()
+        for tr, start, placed in self.recorder.on_audio(track, position, pcm):
+            if tr == "inbound" and self.agent is not None:
+                self.agent.feed_caller_audio(np.frombuffer(placed, "<i2"), start)
+        self.export.on_progress()
+        if self.recorder.stream_samples >= self.max_call_seconds * self.rate and not self.ended:
+            self.end_reason = EndReason.LONGEST_CALL
+        if self.events is not None and self.chunk_samples:
+            self._emit_chunks(self.settled_sample())
+
+    def _emit_chunks(self, settled: int, final: bool = False) -> None:
+        """Chunk events for settled audio (late frames can no longer change it). At hang-up
+        (``final``) the rest goes too, the last chunk short: a call's chunks add up to its recording."""
+        while settled - self._chunk_done >= self.chunk_samples or (final and settled > self._chunk_done):
+            a, b = self._chunk_done, min(settled, self._chunk_done + self.chunk_samples)
+            inbound = self.read_track("inbound", a, b)
+            outbound = self.read_track("outbound", a, b)
+            emit(self.events, "on_track_audio_data", self.sid, "inbound", inbound, self.rate)
+            emit(self.events, "on_track_audio_data", self.sid, "outbound", outbound, self.rate)
+            mixed = np.clip(inbound.astype(np.int32) + outbound, -32768, 32767).astype(np.int16)
+            emit(self.events, "on_audio_data", self.sid, mixed, self.rate)
+            self._chunk_done = b
+
+    def on_dtmf(self, digit: str) -> None:
+        at = self.stream_sample()
+        self.recorder.event("dtmf", digit=digit, at_ms=self.recorder.ms(at), at_sample=at)
+        if self.agent is not None:
+            self.agent.on_dtmf(digit)
+
+    def on_mark(self, name: str) -> None:
+        self.recorder.event("mark", name=name, at_ms=self.recorder.ms(self.stream_sample()))
+        if self.agent is not None:
+            self.agent.on_mark(name)
+
+    # ------------------------------------------------------------------ CallIO (the assistant's side)
+    def stream_sample(self) -> int:
+        """The call's clock (samples). A clock that moves only with the audio (Twilio's) is
+        extrapolated by at most one frame of wall time between chunks while the call goes on;
+        once it has ended, it is exactly the stream's last moment."""
+        if self.ended or self.recorder.clock.follows_wall:
+            return self.recorder.stream_samples
+        since = min(EXTRAPOLATE_S, max(0.0, self.wall_clock() - self._last_audio_wall))
+        return self.recorder.stream_samples + int(since * self.rate)
+
+    async def play(self, pcm: bytes) -> tuple[int, int] | None:
+        """Send assistant audio (PCM16 at the call's rate); returns the [start, end) samples where
+        it plays (None: not sent, the call is over or nobody is answering)."""
+        if self.ended or self.mode != "assistant":
+            return None
+        span = self.recorder.play(self.transport.as_heard(pcm), self.stream_sample())
+        await self.transport.send_audio(pcm)
+        return span
+
+    async def mark(self, name: str) -> None:
+        if self.ended or self.mode != "assistant":
+            return
+        await self.transport.mark(name)
+
+    async def clear(self) -> None:
+        if self.ended or self.mode != "assistant":
+            return
+        self.recorder.clear(self.stream_sample())
+        await self.transport.clear()
+
+    async def hangup(self) -> None:
+        if self.ended:
+            return
+        self.end_reason = EndReason.ASSISTANT_HUNG_UP
+        await self.transport.close(close_codes.NORMAL, "call ended by the assistant")
+
+    def add_turn(self, role: str, text: str, start: int, end: int, interrupted: bool = False,
+                 **extra: Any) -> None:
+        """One turn of the transcript; ``start``/``end`` are sample indexes on the call's clock."""
+        self.recorder.add_turn(role, text, start, end, interrupted, **extra)
+        if self.events is not None:
+            index = extra.get("index", self._turn_index)
+            self._turn_index += 1
+            track = "inbound" if role == "caller" else "outbound"
+            emit(self.events, "on_turn_audio", self.sid, role, index, text, self.read_track(track, start, end),
+                 self.rate)
+
+    def read_caller_audio(self, start: int, stop: int) -> np.ndarray:
+        return self.read_track("inbound", start, stop)
+
+    def journal_event(self, kind: str, **data: Any) -> None:
+        """Anything else the call's summary should know (e.g. the messages the assistant took)."""
+        self.recorder.event(kind, **data)

@@ -1,0 +1,152 @@
+"""A real `callscribe serve` in a child process on a free 127.0.0.1 port, which stops itself.
+
+Tests get one through the `make_server` fixture (tests/support/fixtures.py), which stops it at the
+end of the test; bench/common.py subclasses it for its probe and bare servers. Any server still
+running when the Python process exits is killed, so a test or bench that dies leaves none behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support.paths import ROOT
+from tests.support.sockets import LOCALHOST, free_port
+
+# 127.0.0.1 is never reached through a proxy, whatever http_proxy says.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def open_local(url: str, timeout: float = 30):
+    """urllib's urlopen for a server on this machine (no proxy)."""
+    return _LOCAL.open(url, timeout=timeout)
+
+
+_RUNNING: set["Server"] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for s in list(_RUNNING):
+        if s.proc is not None and s.proc.poll() is None:
+            s.proc.kill()
+
+
+class Server:
+    """`callscribe serve` in `workdir` (recordings in `workdir/responses`, the log beside them)."""
+
+    # The caller's environment is inherited but for these: the test's own settings decide them.
+    DROP_ENV: tuple[str, ...] = ("API_KEY", "TWILIO_AUTH_TOKEN")
+    # Settings every server gets unless `env` says otherwise.
+    DEFAULTS: dict[str, str] = {"GREETING": "tone", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+                                "PYTHONPATH": str(ROOT)}
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, *, name: str | None = None,
+                 log: Path | None = None, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.env = env or {}
+        self.host = LOCALHOST
+        self.port = port or free_port()
+        self.base = f"http://{self.host}:{self.port}"
+        self.name = name or f"server-{self.port}"
+        self.log = log or workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def responses(self) -> Path:
+        return self.workdir / "responses"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    # -- the process
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app.cli", "serve", "--host", self.host, "--port", str(self.port),
+                "--graceful-timeout", "20"]
+
+    def inherits(self, key: str) -> bool:
+        """Whether the server sees this variable of the caller's environment."""
+        return key not in self.DROP_ENV
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if self.inherits(k)}
+        env.update({"RECORDINGS_DIRECTORY": str(self.responses)} | self.DEFAULTS)
+        env.update(self.env)
+        return env
+
+    def start(self, timeout: float = 60.0) -> "Server":
+        """Start the server and return once /healthz answers 200."""
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.command(), cwd=self.workdir, env=self.environment(), stdout=out,
+                                         stderr=subprocess.STDOUT)
+        _RUNNING.add(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
+            if self.healthy():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start; log {self.log}")
+
+    def healthy(self) -> bool:
+        try:
+            with open_local(self.base + "/healthz", timeout=1) as r:
+                return r.status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
+        """Send `sig` and wait for the exit (a kill after `timeout`); the exit code."""
+        _RUNNING.discard(self)
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        _RUNNING.discard(self)
+
+    # -- its outputs
+
+    def finalized(self, sid: str) -> bool:
+        """The call's files are final: its JSON and the `finalized` marker exist."""
+        return (self.responses / ".calls" / sid / "finalized").exists() and \
+            (self.responses / f"call_{sid}.json").exists()
+
+    def read_result(self, sid: str) -> dict | None:
+        """The call's JSON as it is now (None when absent or being replaced)."""
+        try:
+            return json.loads((self.responses / f"call_{sid}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def result(self, sid: str, timeout: float = 30.0, transcript: bool = True) -> dict:
+        """The call's JSON once finalised (and, with ``transcript``, once its transcript is complete:
+        turns still being transcribed at hang-up are written a moment after the audio)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.finalized(sid):
+                out = self.read_result(sid)
+                if out is not None and not (transcript and out.get("transcript_pending")):
+                    return out
+            time.sleep(0.05)
+        raise AssertionError(f"call {sid} was not finalised in {timeout} s; log:\n{self.log.read_text()[-3000:]}")
