@@ -148,9 +148,7 @@ class AgentSession:
 
     def on_dtmf(self, digit: str) -> None:
         """The caller pressed a key; the responder may note it."""
-        handler = getattr(self.responder, "on_dtmf", None)
-        if handler is not None:
-            handler(digit)
+        self.responder.on_dtmf(digit)
 
     def history(self) -> list[Message]:
         """The conversation as the responder sees it: heard text only."""
@@ -235,7 +233,7 @@ class AgentSession:
     async def _speak(self, utt: Utterance, sentences: AsyncIterator[str], started: float) -> None:
         try:
             await self.playout.speak(utt, sentences, started)
-            utt.ends_call = utt.kind == "reply" and bool(getattr(self.responder, "ends_call", False))
+            utt.ends_call = utt.kind == "reply" and self.responder.ends_call
         except asyncio.CancelledError:
             raise
         except Exception:

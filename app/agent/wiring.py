@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import httpx
 import numpy as np
@@ -22,6 +21,7 @@ from app.agent.responder import make_responder
 from app.agent.session import AgentSession
 from app.agent.transcriber import TrackTranscriber, TranscriberIO, TranscriptionWorker
 from app.agent.vad import TurnParams, default_detector
+from app.config import Settings
 
 __all__ = ["AgentFactory", "CallAgent"]
 
@@ -29,7 +29,7 @@ log = logging.getLogger("callscribe.agent")
 
 
 class AgentFactory:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = s = settings
         self._client: httpx.AsyncClient | None = None
         needs_http = "openai" in (s.stt_provider, s.tts_provider, s.responder)

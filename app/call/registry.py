@@ -14,7 +14,7 @@ from typing import Any
 from app import close_codes
 from app.call.end import EndReason
 from app.call.session import CallSession
-from app.recording.events import emit
+from app.recording.events import RecordingEvents, emit
 from app.recording.finalize import ExportOptions, finalize_call, rewrite_transcript
 from app.recording.store import CallLock, CallStore
 from app.threads import background_executor
@@ -34,7 +34,7 @@ class CallRefused(Exception):
 
 class CallRegistry:
     def __init__(self, store: CallStore, opts: ExportOptions, *, max_concurrent: int = 200, workers: int = 2,
-                 events: Any = None) -> None:
+                 events: RecordingEvents | None = None) -> None:
         self.store = store
         self.events = events
         self.opts = opts

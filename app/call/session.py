@@ -22,7 +22,7 @@ from app import close_codes
 from app.call.end import EndReason
 from app.call.export_schedule import ExportSchedule
 from app.call.transport import CallInfo, CallParticipant, CallTransport
-from app.recording.events import emit, read_span
+from app.recording.events import RecordingEvents, emit, read_span
 from app.recording.export import ConversationExporter
 from app.recording.finalize import ExportOptions
 from app.recording.recorder import CallRecorder
@@ -51,7 +51,7 @@ class CallSession:
     def __init__(self, info: CallInfo, transport: CallTransport, *, store: CallStore, lock: CallLock,
                  opts: ExportOptions, executor: Executor, limits: CallLimits | None = None,
                  clock: Clock | None = None, wall_clock: Callable[[], float] = time.monotonic,
-                 events: Any = None, chunk_bytes: int = 0) -> None:
+                 events: RecordingEvents | None = None, chunk_bytes: int = 0) -> None:
         limits = limits or CallLimits()
         self.info = info
         self.sid = info.sid
