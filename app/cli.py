@@ -10,26 +10,48 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
-    from app.recording.store import CallStore
+    from app.storage.store import CallStore
 
 __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """One process, or (``--workers N``) N worker processes on one socket, each building its own app
+    (app.main.app_factory) on the shared store: file locks decide who records a call."""
     import uvicorn
 
     from app.config import Settings
-    from app.main import create_app
+    from app.main import configure_logging, create_app
+    from app.storage.store import CallStore
 
-    settings = Settings.load()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    if args.workers < 1:
+        raise UsageError("--workers must be 1 or more")
+    settings = Settings.load()  # checked here, so a bad setting exits 2 before any worker starts
+    configure_logging(settings, process=args.workers > 1)
     # uvicorn's own limit sits above ours so that the app, not uvicorn, refuses an oversized
     # message, with close code 1009 and a reason, and the call's end reason says why.
-    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=2 * settings.max_ws_message_bytes + 4096,
-                timeout_graceful_shutdown=args.graceful_timeout, log_level=settings.log_level.lower(),
-                proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips, ws="websockets")
+    config = {"host": args.host, "port": args.port, "ws_max_size": 2 * settings.max_ws_message_bytes + 4096,
+              "timeout_graceful_shutdown": args.graceful_timeout, "log_level": settings.log_level.lower(),
+              "proxy_headers": True, "forwarded_allow_ips": args.forwarded_allow_ips, "ws": "websockets"}
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **config)
+        return 0
+    CallStore(settings.recordings_directory).coordinator.stream_secret()  # a folder fault exits here, once
+    uvicorn.run("app.main:app_factory", factory=True, workers=args.workers, log_config=_worker_log_config(),
+                **config)
     return 0
+
+
+def _worker_log_config() -> dict:
+    """uvicorn's logging with each line's worker pid (access lines too: which worker served what)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["fmt"] = "[%(process)d] " + formatter["fmt"]
+    return config
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -48,7 +70,9 @@ def _export(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.main import export_options
     from app.recording.finalize import FinalizeIncomplete, finalize_call
-    from app.recording.store import CallNotFound, CallStore, InvalidCallSid, validate_sid
+    from app.storage.coordination import FormatChoice
+    from app.storage.paths import CallNotFound, InvalidCallSid, validate_sid
+    from app.storage.store import CallStore
     from app.web.audio_api import reexport_check
     from app.web.errors import ApiError
 
@@ -63,13 +87,13 @@ def _export(args: argparse.Namespace) -> int:
         reexport_check(store, sid)
     except (InvalidCallSid, UnsupportedFormatError, InvalidFormatChoice, CallNotFound, ApiError) as e:
         raise UsageError(str(e)) from None
-    lock = store.lock(sid, blocking=False)
+    lock = store.coordinator.acquire(sid)
     if lock is None:
         print(f"call {sid} is being recorded right now; try after it ends", file=sys.stderr)
         return 1
     try:
         if fmt is not None:
-            store.set_format(sid, fmt.name, kbps)
+            store.coordinator.set_format(sid, FormatChoice(fmt.name, kbps))
         prev = store.read_result(sid) or {}
         # Not finalised and nobody recording it: a call a crash left unfinished, exported as recovery does.
         recovered = bool(prev.get("recovered")) or not store.is_finalized(sid)
@@ -88,7 +112,7 @@ def _recover(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.main import export_options
     from app.call.registry import CallRegistry
-    from app.recording.store import CallStore
+    from app.storage.store import CallStore
 
     settings = Settings.load()
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
@@ -108,15 +132,9 @@ def _recover(args: argparse.Namespace) -> int:
 
 
 def _still_unfinished(store: CallStore) -> list[str]:
-    """Unfinished calls nobody is recording: after recovery, the ones it failed to finalise."""
-    failed = []
-    for sid in store.unfinished():
-        lock = store.lock(sid)
-        if lock is None:
-            continue  # being recorded by a live server: not ours to finish
-        lock.release()
-        failed.append(sid)
-    return failed
+    """Unfinished calls nobody is recording (a live server's are not ours to finish): after
+    recovery, the ones it failed to finalise."""
+    return [sid for sid in store.unfinished() if not store.coordinator.is_live(sid)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--graceful-timeout", type=int, default=30, help="seconds to finish live calls at SIGTERM")
     p.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="proxies trusted for X-Forwarded-Proto")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this host sharing RECORDINGS_DIRECTORY (any may take any request)")
     p.set_defaults(func=_serve)
     p = sub.add_parser("simulate", help="place a call against a running server, as Twilio would")
     from app.simulator import add_arguments

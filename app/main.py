@@ -1,40 +1,32 @@
-"""create_app(settings) and the lifespan: recovery at start, drain at stop."""
+"""create_app(settings) and the lifespan: recovery at start, drain at stop; app_factory for workers.
+
+The store (app.storage) holds every call's state and files behind its two seams, so any number of
+app instances on one folder agree: `callscribe serve --workers N` runs N processes, each building
+its own app with `app_factory`, and any of them may take a call's webhook, stream, set-format or
+download.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from app.call.registry import CallRegistry
 from app.config import Settings
 from app.recording.finalize import ExportOptions
-from app.call.registry import CallRegistry
-from app.recording.store import CallStore
+from app.storage.store import CallStore
 from app.web import audio_api, calls_api, errors, health, media_stream, twilio_routes
 from app.web.deps import Services
 from app.web.limits import BodySizeLimit
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "app_factory", "configure_logging", "export_options"]
 
 log = logging.getLogger("callscribe")
-
-
-def _stream_secret(store: CallStore) -> bytes:
-    """A server secret shared by every worker (kept beside the calls, mode 0600)."""
-    path = store.calls_dir / ".stream-secret"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    except FileExistsError:
-        pass
-    return bytes.fromhex(path.read_text().strip())
 
 
 def _log_recovery_failure(recovery: asyncio.Future) -> None:
@@ -65,8 +57,9 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
                              events=events)
     if agent_factory is None and (settings.greeting == "assistant" or settings.transcribe):
         agent_factory = _default_agent_factory(settings)
+    store.coordinator.stream_secret()  # made (or read) now: a storage fault stops the start, not the first call
     services = Services(settings=settings, store=store, registry=registry, opts=opts,
-                        stream_secret=_stream_secret(store), agent_factory=agent_factory, events=events,
+                        agent_factory=agent_factory, events=events,
                         chunk_bytes=chunk_bytes)
 
     @asynccontextmanager
@@ -102,6 +95,20 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
     for r in (twilio_routes.router, media_stream.router, audio_api.router, calls_api.router, health.router):
         app.include_router(r)
     return app
+
+
+def configure_logging(settings: Settings, *, process: bool = False) -> None:
+    """The app's log lines (``process``: each with the worker's pid, when several serve)."""
+    pid = "[%(process)d] " if process else ""
+    logging.basicConfig(level=settings.log_level.upper(), format=f"%(asctime)s {pid}%(levelname)s %(name)s: %(message)s")
+
+
+def app_factory() -> FastAPI:
+    """One worker's app, from the settings (`callscribe serve --workers N` runs this in each worker
+    process: every worker builds its own app, registry and store on the shared folder)."""
+    settings = Settings.load()
+    configure_logging(settings, process=True)
+    return create_app(settings)
 
 
 def _default_agent_factory(settings: Settings):

@@ -100,7 +100,7 @@ def inprocess_path(minutes: int) -> dict:
     from app.audio import mulaw
     from app.recording.finalize import ExportOptions, finalize_call, make_exporter
     from app.recording.recorder import CallRecorder
-    from app.recording.store import CallStore
+    from app.storage.store import CallStore
     from app.twilio.protocol import StreamProtocol
 
     pin, pout = load_payloads()
@@ -115,7 +115,7 @@ def inprocess_path(minutes: int) -> dict:
         proto.receive(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": SID,
                                   "start": {"accountSid": "AC" + "0" * 32, "streamSid": SID, "callSid": sid,
                                             "tracks": ["inbound", "outbound"], "customParameters": {}}}))
-        rec = CallRecorder(store.call_dir(sid, create=True), sid)
+        rec = CallRecorder(store.files(sid, create=True).folder, sid)
         exporter = make_exporter(store, sid, opts)
         t_cpu += time.process_time() - t0
         seq = 1

@@ -3,8 +3,8 @@
 Every ``interval_s`` of wall time, and sooner when the call's clock has run ahead (a replay
 faster than real time), the settled part of the conversation (before ``settled()``: nothing
 there can change any more, since a clear only removes audio after "now" and late frames land
-within the reorder window) is encoded on a worker thread. A format chosen mid-call replaces the
-exporter, which catches up in the background.
+within the reorder window) is encoded on a worker thread. A format chosen mid-call, on any worker
+(the coordinator's format token changes), replaces the exporter, which catches up in the background.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 
 from app.recording.export import ConversationExporter
 from app.recording.finalize import ExportOptions, make_exporter
-from app.recording.store import CallStore
+from app.storage.store import CallStore
 
 __all__ = ["ExportSchedule"]
 
@@ -34,7 +34,7 @@ class ExportSchedule:
         self.interval_s = interval_s
         self.settled = settled
         self.exporter: ConversationExporter | None = None
-        self._format_mtime = store.format_mtime(sid)
+        self._format_token = store.coordinator.format_token(sid)
         self._busy: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
@@ -84,9 +84,9 @@ class ExportSchedule:
 
     async def _advance(self) -> None:
         loop = asyncio.get_running_loop()
-        mtime = self.store.format_mtime(self.sid)
-        if mtime != self._format_mtime:
-            self._format_mtime = mtime
+        token = self.store.coordinator.format_token(self.sid)
+        if token != self._format_token:
+            self._format_token = token
             old, self.exporter = self.exporter, None
             if old is not None:
                 await loop.run_in_executor(self.executor, old.abort)

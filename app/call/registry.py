@@ -16,7 +16,8 @@ from app.call.end import EndReason
 from app.call.session import CallSession
 from app.recording.events import RecordingEvents, emit
 from app.recording.finalize import ExportOptions, finalize_call, rewrite_transcript
-from app.recording.store import CallLock, CallStore
+from app.storage.coordination import CallLock
+from app.storage.store import CallStore
 from app.threads import background_executor
 
 __all__ = ["CallRegistry", "CallRefused"]
@@ -60,7 +61,7 @@ class CallRegistry:
         if self.store.is_finalized(sid):
             self.refused_count += 1
             raise CallRefused("this call has already been recorded and finalised")
-        lock = self.store.lock(sid)
+        lock = self.store.coordinator.acquire(sid)
         if lock is None:
             self.refused_count += 1
             raise CallRefused("this call is being recorded by another worker")
@@ -104,12 +105,7 @@ class CallRegistry:
     def _drop_partial_outputs(self, sid: str) -> None:
         """After a failed finalisation, half-written outputs go: the masters and the journal hold the
         call, and on a full disk the half-files would only keep the space the retry needs."""
-        for p in self.store.root.glob(f"call_{sid}*"):
-            if p.name.endswith((".partial", ".tmp")):
-                try:
-                    p.unlink()
-                except OSError:
-                    pass
+        self.store.artefacts.discard_staged(sid)
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -122,7 +118,7 @@ class CallRegistry:
         """Finalise every unfinished call no live process holds. Blocking; run it in a thread."""
         done = []
         for sid in self.store.unfinished():
-            lock = self.store.lock(sid)
+            lock = self.store.coordinator.acquire(sid)
             if lock is None:
                 continue  # another worker is recording it
             try:

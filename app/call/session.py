@@ -26,8 +26,9 @@ from app.recording.events import RecordingEvents, emit, read_span
 from app.recording.export import ConversationExporter
 from app.recording.finalize import ExportOptions
 from app.recording.recorder import CallRecorder
-from app.recording.store import CallLock, CallStore
 from app.recording.timeline import Clock
+from app.storage.coordination import CallLock
+from app.storage.store import CallStore
 
 __all__ = ["CallSession", "CallLimits"]
 
@@ -63,7 +64,7 @@ class CallSession:
         self.transport = transport
         self.wall_clock = wall_clock
         self.max_call_seconds = limits.max_call_seconds
-        self.recorder = CallRecorder(store.call_dir(self.sid, create=True), self.sid, rate=info.rate,
+        self.recorder = CallRecorder(store.files(self.sid, create=True).folder, self.sid, rate=info.rate,
                                      reorder_window_ms=limits.reorder_window_ms,
                                      max_clock_jump_s=limits.max_clock_jump_s,
                                      max_seconds=limits.max_call_seconds, clock=clock)
@@ -127,7 +128,7 @@ class CallSession:
         return max(0, self.recorder.stream_samples - self.recorder.clock.window)
 
     def read_track(self, track: str, start: int, stop: int) -> np.ndarray:
-        return read_span(self.recorder.call_dir / f"{track}.wav", start, stop)
+        return read_span(self.recorder.files.master(track), start, stop)
 
     # ------------------------------------------------------------------ the transport → us
     def on_audio(self, track: str, position: float, pcm: bytes) -> None:

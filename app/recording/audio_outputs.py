@@ -1,9 +1,10 @@
 """A call's audio outputs: the conversation file, its per-track files and per-turn clips.
 
-Which format a call is exported in (its choice in `format.json`, else the default), the export
+Which format a call is exported in (its choice, kept by the store's coordinator, else the default), the export
 from the masters with its fallback (an encoder that fails must not lose the call: the masters
 are exported to WAV instead), the rule of one conversation file per call, and the facts about
-the file that the call's JSON reports. Knows nothing of the journal, the transcript or the summary.
+the file that the call's JSON reports. Each finished file is published through the store's
+artefact store. Knows nothing of the journal, the transcript or the summary.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from app.audio.formats import FORMATS, encoder_kwargs, get_format
 from app.audio.resample import resample
 from app.recording.events import read_span
 from app.recording.export import ConversationExporter
-from app.recording.store import CallStore
 from app.recording.summary import iso
+from app.storage.paths import is_turn_clip, output_name, turn_clip_name
+from app.storage.store import CallStore
 
 __all__ = ["ExportOptions", "ExportedAudio", "chosen_format", "make_exporter", "export_conversation",
            "write_turn_clips"]
@@ -41,20 +43,19 @@ class ExportOptions:
 
 
 def chosen_format(store: CallStore, sid: str, opts: ExportOptions) -> tuple[str, int | None]:
-    choice = store.get_format(sid) or {}
-    fmt = choice.get("format") or opts.default_format
-    kbps = choice.get("bitrate_kbps") or opts.mp3_kbps
-    return fmt, kbps
+    choice = store.coordinator.get_format(sid)
+    if choice is None:
+        return opts.default_format, opts.mp3_kbps
+    return choice.format, choice.bitrate_kbps or opts.mp3_kbps
 
 
 def make_exporter(store: CallStore, sid: str, opts: ExportOptions) -> ConversationExporter:
     fmt_name, kbps = chosen_format(store, sid, opts)
     fmt = get_format(fmt_name)
-    d = store.call_dir(sid)
     tracks = None
     if opts.per_track_files:
-        tracks = (store.output(sid, "track", f"caller.{fmt.extension}"), store.output(sid, "track", f"other.{fmt.extension}"))
-    return ConversationExporter((d / "inbound.wav", d / "outbound.wav"), store.output(sid, "conversation", fmt.extension),
+        tracks = (store.output(sid, "caller", fmt.extension), store.output(sid, "other", fmt.extension))
+    return ConversationExporter(store.files(sid).masters, store.output(sid, "conversation", fmt.extension),
                                 fmt, channels=opts.channels, sample_rate=opts.sample_rate, mp3_kbps=kbps,
                                 track_paths=tracks)
 
@@ -113,8 +114,10 @@ def export_conversation(store: CallStore, sid: str, opts: ExportOptions, masters
     _drop_other_conversation_files(store, sid, keep=out.path)
     if out.path is not None:
         info = sf.info(str(out.path))
-        st = out.path.stat()
-        out.facts.update(file=out.path.name, path=str(out.path), bytes=st.st_size, created_at=iso(st.st_mtime),
+        for name in out.track_files():
+            store.artefacts.publish(name)
+        st = store.artefacts.publish(out.path.name)
+        out.facts.update(file=out.path.name, path=str(out.path), bytes=st.size, created_at=iso(st.modified),
                          sample_rate=info.samplerate, channels=info.channels, duration_s=round(total / rate, 3),
                          media_type=FORMATS[out.facts["format"]].media_type)
     return out
@@ -142,9 +145,9 @@ def _export_wav_fallback(store: CallStore, sid: str, opts: ExportOptions, master
 def _drop_other_conversation_files(store: CallStore, sid: str, keep: Path | None) -> None:
     """Only one conversation file per call: drop ones of other formats (a format change re-exports)."""
     for f in FORMATS.values():
-        p = store.output(sid, "conversation", f.extension)
-        if p != keep and p.exists():
-            p.unlink()
+        name = output_name(sid, "conversation", f.extension)
+        if keep is None or name != keep.name:
+            store.artefacts.delete(name)
 
 
 def write_turn_clips(store: CallStore, sid: str, turns: list[dict[str, Any]], masters: tuple[Path, Path],
@@ -155,15 +158,17 @@ def write_turn_clips(store: CallStore, sid: str, turns: list[dict[str, Any]], ma
     fmt = FORMATS[fmt_name]
     kwargs, _ = encoder_kwargs(fmt, rate, kbps)
     names = []
-    for old in store.root.glob(f"call_{sid}_turn*"):
-        old.unlink()
+    for old in store.artefacts.list(sid):
+        if is_turn_clip(sid, old):
+            store.artefacts.delete(old)
     for i, t in enumerate(turns):
         if t["end_sample"] <= t["start_sample"]:
             continue
         master = masters[0] if t["role"] == "caller" else masters[1]
         audio = read_span(master, t["start_sample"], t["end_sample"]).astype("float32") / 32768
-        name = f"call_{sid}_turn{i:02d}_{t['role']}.{fmt.extension}"
-        sf.write(str(store.root / name), resample(audio, source_rate, rate), rate, **kwargs)
+        name = turn_clip_name(sid, i, t["role"], fmt.extension)
+        sf.write(str(store.artefacts.local_path(name)), resample(audio, source_rate, rate), rate, **kwargs)
+        store.artefacts.publish(name)
         t["clip"] = name
         names.append(name)
     return names

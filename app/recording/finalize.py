@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,10 @@ from app.recording.audio_outputs import (
 )
 from app.recording.export import ConversationExporter
 from app.recording.journal import read_journal
-from app.recording.store import CallStore
 from app.recording.summary import iso, latency_stats, summary_text, transcript_lines
 from app.recording.track import repair_header, track_rate, track_samples
+from app.storage.paths import CallFiles, output_name
+from app.storage.store import CallStore
 
 __all__ = ["ExportOptions", "FinalizeIncomplete", "CallFacts", "read_call", "finalize_call", "rewrite_transcript",
            "make_exporter", "chosen_format"]
@@ -46,7 +46,7 @@ class FinalizeIncomplete(RuntimeError):
 class CallFacts:
     """What a call's folder says about it: its journal, its two masters and how long it is."""
 
-    folder: Path
+    files: CallFiles
     records: list[dict[str, Any]]
     start: dict[str, Any]  # the journal's `start` record ({} when there is none)
     stop: dict[str, Any] | None  # its last `stop` record: None when the call never ended cleanly
@@ -80,11 +80,11 @@ def read_call(store: CallStore, sid: str, *, recovered: bool = False, total: int
     `stop` record) has its masters' headers repaired first (a missing master is made empty).
     ``total`` (samples) is the live call's length when it has one; else it comes from the journal
     or the masters."""
-    d = store.call_dir(sid)
-    records = list(read_journal(d / "journal.jsonl"))
+    files = store.files(sid)
+    records = list(read_journal(files.journal))
     start = next((r for r in records if r["t"] == "start"), {})
     stop = next((r for r in reversed(records) if r["t"] == "stop"), None)
-    masters = (d / "inbound.wav", d / "outbound.wav")
+    masters = files.masters
     rate = track_rate(masters[0], start.get("rate", _RATE))
     audio_ended = None
     if recovered or stop is None:
@@ -96,7 +96,7 @@ def read_call(store: CallStore, sid: str, *, recovered: bool = False, total: int
             repair_header(m, rate)
     if total is None:
         total = _length(start, stop, masters)
-    return CallFacts(d, records, start, stop, masters, total, rate, audio_ended)
+    return CallFacts(files, records, start, stop, masters, total, rate, audio_ended)
 
 
 def _length(start: dict[str, Any], stop: dict[str, Any] | None, masters: tuple[Path, Path]) -> int:
@@ -198,8 +198,7 @@ def _describe(sid: str, call: CallFacts, audio: ExportedAudio, part: dict[str, A
 
 def _files(store: CallStore, sid: str, audio: ExportedAudio, clips: list[str]) -> dict[str, Any]:
     """The JSON's `files`: the call's output files by kind."""
-    files: dict[str, Any] = {"transcript": store.output(sid, "transcript").name,
-                             "summary": store.output(sid, "summary").name, "json": store.output(sid, "json").name}
+    files: dict[str, Any] = {kind: output_name(sid, kind) for kind in ("transcript", "summary", "json")}
     if audio.path is not None:
         files["conversation"] = audio.path.name
     tracks = audio.track_files()
@@ -213,20 +212,15 @@ def _files(store: CallStore, sid: str, audio: ExportedAudio, clips: list[str]) -
 # ---------------------------------------------------------------------------------- writing
 def _write_records(store: CallStore, sid: str, result: dict[str, Any], transcript: list[str]) -> None:
     """Transcript, summary and JSON, each replaced atomically."""
-    _write_atomic(store.output(sid, "transcript"), "\n".join(transcript) + ("\n" if transcript else ""))
-    _write_atomic(store.output(sid, "summary"), summary_text(result, transcript))
-    _write_atomic(store.output(sid, "json"), json.dumps(result, indent=2, default=str) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write = store.artefacts.write_text
+    write(output_name(sid, "transcript"), "\n".join(transcript) + ("\n" if transcript else ""))
+    write(output_name(sid, "summary"), summary_text(result, transcript))
+    write(output_name(sid, "json"), json.dumps(result, indent=2, default=str) + "\n")
 
 
 def _close_folder(call: CallFacts, audio: ExportedAudio, opts: ExportOptions) -> None:
     """Mark the call finalised, and drop its masters unless they are kept or still the only audio."""
-    (call.folder / "finalized").write_text(iso(time.time()) + "\n")
+    call.files.finalized.write_text(iso(time.time()) + "\n")
     if not opts.record_audio or (not opts.keep_masters and audio.path is not None and not audio.facts.get("error")):
         for m in call.masters:
             m.unlink(missing_ok=True)
@@ -239,7 +233,7 @@ def rewrite_transcript(store: CallStore, sid: str) -> dict[str, Any] | None:
     result = store.read_result(sid)
     if result is None:
         return None
-    records = list(read_journal(store.call_dir(sid) / "journal.jsonl"))
+    records = list(read_journal(store.files(sid).journal))
     part, transcript = _conversation(records)
     result.update(turns=part["turns"], dtmf=part["dtmf"], notes=part["notes"], transcript_pending=False)
     result["stats"].update(part["stats"])
@@ -271,7 +265,7 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
         # No audio could be written (e.g. a full disk): the call is not done. Its masters and
         # journal stay, without the finalized marker, so the next start (or `callscribe recover`)
         # exports it once there is room.
-        raise FinalizeIncomplete(f"call {sid}: no conversation audio could be written; masters kept in {call.folder}")
+        raise FinalizeIncomplete(f"call {sid}: no conversation audio could be written; masters kept in {call.files.folder}")
     _close_folder(call, audio, opts)
     log.info("call %s finalised in %.3f s (%s%s)", sid, result["stats"]["finalize_seconds"], audio.facts.get("format"),
              ", recovered" if recovered else "")

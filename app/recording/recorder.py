@@ -30,11 +30,11 @@ from typing import Any
 from app.recording.journal import Journal, append_once
 from app.recording.timeline import Clock, HoleTracker, TwilioClock
 from app.recording.track import MasterTrack
+from app.storage.paths import TRACKS, CallFiles
 
 __all__ = ["CallRecorder", "TrackStats"]
 
 log = logging.getLogger("callscribe.recorder")
-TRACKS = ("inbound", "outbound")
 
 
 @dataclass
@@ -58,8 +58,9 @@ class CallRecorder:
     def __post_init__(self) -> None:
         self.call_dir = Path(self.call_dir)
         self.call_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(self.call_dir / "journal.jsonl")
-        self.tracks = {t: MasterTrack(self.call_dir / f"{t}.wav", self.rate) for t in TRACKS}
+        self.files = CallFiles(self.call_dir)
+        self.journal = Journal(self.files.journal)
+        self.tracks = {t: MasterTrack(self.files.master(t), self.rate) for t in TRACKS}
         self.rate = self.tracks["inbound"].rate  # a restarted call keeps the rate it was recorded at
         self.max_samples = self.max_seconds * self.rate
         if self.clock is None:

@@ -10,7 +10,9 @@ from fastapi import APIRouter, Query, Request
 
 from app.audio.formats import FORMATS, choose_format, mp3_plan
 from app.recording.finalize import finalize_call
-from app.recording.store import CallStore, validate_sid
+from app.storage.coordination import FormatChoice
+from app.storage.paths import validate_sid
+from app.storage.store import CallStore
 from app.web.deps import ApiKeyDep, ServicesDep
 from app.web.errors import ApiError, error_responses, not_recorded
 
@@ -95,7 +97,7 @@ def reexport_check(store: CallStore, sid: str) -> None:
 
     The one rule for set-format after a call and for `callscribe export`.
     """
-    if (store.call_dir(sid) / "inbound.wav").exists():
+    if store.masters_kept(sid):
         return
     if store.is_finalized(sid) or store.read_result(sid) is not None:
         raise ApiError(409, "this call's masters were not kept (KEEP_MASTERS=false), so it cannot be re-exported")
@@ -111,24 +113,26 @@ _BITRATE_Q = Query(alias="bitrate", description="mp3 only: kbps like 64k, if not
 async def set_format(call_sid: str, request: Request, services: ServicesDep,
                      fmt_q: Annotated[str | None, _FORMAT_Q] = None,
                      bitrate_q: Annotated[str | None, _BITRATE_Q] = None) -> dict:
-    """Choose a call's format: before the call (kept), during it (applied at hang-up), or after it
-    (re-exported from the kept masters)."""
+    """Choose a call's format: before the call (kept), during it (applied at hang-up, by whichever
+    worker records it), or after it (re-exported from the kept masters)."""
     validate_sid(call_sid)
     fmt, kbps = choose_format(*await _read_choice(request, fmt_q, bitrate_q))
-    store, registry = services.store, services.registry
+    store, registry, coordinator = services.store, services.registry, services.coordinator
+    choice = FormatChoice(fmt.name, kbps)
     note = mp3_plan(services.settings.output_sample_rate, kbps or services.settings.mp3_kbps).note if fmt.name == "mp3" else None
     base = {"call_sid": call_sid, "format": fmt.name, "bitrate_kbps": kbps, "settings": note}
     if call_sid in registry.live:
-        store.set_format(call_sid, fmt.name, kbps)
+        coordinator.set_format(call_sid, choice)
         return base | {"state": "live", "message": "applied now; the file is ready at hang-up"}
     if store.is_finalized(call_sid):
         reexport_check(store, call_sid)
         loop = asyncio.get_running_loop()
 
         def reexport() -> dict:
-            lock = store.lock(call_sid, blocking=True)
+            lock = coordinator.acquire(call_sid, wait=True)
+            assert lock is not None  # waiting, it is ours once whoever held it is done
             try:
-                store.set_format(call_sid, fmt.name, kbps)
+                coordinator.set_format(call_sid, choice)
                 prev = store.read_result(call_sid) or {}
                 return finalize_call(store, call_sid, services.opts, recovered=bool(prev.get("recovered")),
                                      end_reason=prev.get("end_reason"))
@@ -138,7 +142,10 @@ async def set_format(call_sid: str, request: Request, services: ServicesDep,
         result = await loop.run_in_executor(registry.executor, reexport)
         return base | {"state": "exported", "message": "re-exported from the kept masters",
                        "file": result["files"].get("conversation"), "bytes": result["audio"].get("bytes")}
-    store.set_format(call_sid, fmt.name, kbps)
-    if store.has_started(call_sid):
+    coordinator.set_format(call_sid, choice)
+    if coordinator.is_live(call_sid):
         return base | {"state": "live", "message": "call in progress on another worker: applied at hang-up"}
+    if store.has_started(call_sid):  # nobody records it and it was never finalised: a crash left it
+        return base | {"state": "unfinished", "message": "the call was left unfinished (the server stopped "
+                                                         "during it): applied when it is recovered"}
     return base | {"state": "pending", "message": "kept; applied when this call starts"}

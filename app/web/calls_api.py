@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from pathlib import PurePath
+
+from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.background import BackgroundTask
 
 from app.audio.formats import FORMATS
 from app.recording.journal import read_journal
-from app.recording.store import validate_sid
 from app.recording.summary import iso
+from app.storage.paths import validate_sid
 from app.web.deps import ApiKeyDep, Services, ServicesDep
 from app.web.errors import error_responses, not_recorded
 
@@ -19,22 +22,24 @@ _MEDIA = {"." + f.extension: f.media_type for f in FORMATS.values()} | {".txt": 
 
 
 def _state(services: Services, sid: str) -> str:
-    if sid in services.registry.live:
-        return "live"
+    """`live` while any worker records (or is finalising) the call: this one's registry, or the
+    coordinator's owner test for the others."""
     if services.store.is_finalized(sid):
         return "finalized"
+    if sid in services.registry.live or services.coordinator.is_live(sid):
+        return "live"
     if services.store.has_started(sid):
         return "unfinished"
     return "pending"
 
 
 def _in_progress(services: Services, sid: str, state: str) -> dict:
-    """Mode and start time of a call still in progress: this worker's live call, or another's journal."""
+    """Mode and start time of a call still in progress: this worker's live call, or the journal."""
     call = services.registry.live.get(sid)
     if call is not None:
         return {"mode": call.mode, "started_at": iso(call.started_at)}
-    if state == "unfinished":
-        journal = read_journal(services.store.call_dir(sid) / "journal.jsonl")
+    if state in ("live", "unfinished"):
+        journal = read_journal(services.store.files(sid).journal)
         start = next((r for r in journal if r.get("t") == "start"), {})
         return {"mode": start.get("mode"), "started_at": iso(start["wall"]) if start.get("wall") else None}
     return {}
@@ -78,6 +83,12 @@ async def get_call(call_sid: str, services: ServicesDep) -> dict:
 
 @router.get("/{call_sid}/files/{name}", responses=error_responses(400, 401, 404))
 @router.head("/{call_sid}/files/{name}", include_in_schema=False)
-async def download(call_sid: str, name: str, services: ServicesDep) -> FileResponse:
-    path = services.store.resolve_download(call_sid, name)
-    return FileResponse(path, media_type=_MEDIA.get(path.suffix, "application/octet-stream"), filename=path.name)
+async def download(call_sid: str, name: str, services: ServicesDep) -> Response:
+    info = services.artefacts.stat(call_sid, name)
+    media_type = _MEDIA.get(PurePath(info.name).suffix, "application/octet-stream")
+    if info.path is not None:  # a local file: sent as it is (ranges, HEAD, sendfile)
+        return FileResponse(info.path, media_type=media_type, filename=info.name)
+    stream = services.artefacts.open(call_sid, name)
+    return StreamingResponse(iter(lambda: stream.read(65536), b""), media_type=media_type,
+                             headers={"content-length": str(info.size)},
+                             background=BackgroundTask(stream.close))

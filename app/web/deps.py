@@ -12,9 +12,11 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
 from app.config import Settings
-from app.recording.finalize import ExportOptions
 from app.call.registry import CallRegistry
-from app.recording.store import CallStore
+from app.recording.finalize import ExportOptions
+from app.storage.artefacts import ArtefactStore
+from app.storage.coordination import Coordinator
+from app.storage.store import CallStore
 from app.web.errors import ApiError
 
 __all__ = ["Services", "ServicesDep", "require_api_key", "ApiKeyDep", "install_log_redaction"]
@@ -26,10 +28,24 @@ class Services:
     store: CallStore
     registry: CallRegistry
     opts: ExportOptions
-    stream_secret: bytes
     agent_factory: object = None  # callable(CallSession) -> the assistant (and .transcriber(io, tracks)), or None
     events: object = None  # RecordingEvents for embedders
     chunk_bytes: int = 32000
+
+    @property
+    def artefacts(self) -> ArtefactStore:
+        """Finished files (downloads): the store's artefact store."""
+        return self.store.artefacts
+
+    @property
+    def coordinator(self) -> Coordinator:
+        """Ownership, live calls, format choices, the stream secret: shared by every worker."""
+        return self.store.coordinator
+
+    @property
+    def stream_secret(self) -> bytes:
+        """Signs the per-call stream tokens: the webhook's worker and the stream's must agree."""
+        return self.store.coordinator.stream_secret()
 
 
 def get_services(request: Request) -> Services:

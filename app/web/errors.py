@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.audio.formats import FORMATS, InvalidFormatChoice, UnsupportedFormatError
-from app.recording.store import CallNotFound, InvalidCallSid
+from app.storage.paths import CallNotFound, InvalidCallSid
 
 __all__ = ["ApiError", "ErrorBody", "error_responses", "not_recorded", "install"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
@@ -13,7 +15,8 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz")
 async def healthz(services: ServicesDep) -> dict:
     agent = services.agent_factory
-    return {"status": "ok", "live_calls": len(services.registry.live),
+    # `pid`: which worker answered (`callscribe serve --workers N`); `live_calls` are that worker's.
+    return {"status": "ok", "pid": os.getpid(), "live_calls": len(services.registry.live),
             "assistant": None if agent is None else ("ready" if getattr(agent, "ready", True) else "loading")}
 
 

@@ -9,7 +9,7 @@ import logging
 from fastapi import APIRouter, Request, Response
 
 from app.recording.journal import append_once
-from app.recording.store import SID_RE
+from app.storage.paths import SID_RE
 from app.twilio import twiml
 from app.twilio.signature import validate
 from app.web.deps import Services, ServicesDep
@@ -90,13 +90,12 @@ async def status(request: Request, services: ServicesDep) -> Response:
     sid = params.get("CallSid", "")
     if not SID_RE.match(sid):
         raise ApiError(400, "CallSid form field missing or invalid: expected 'CA' followed by 32 lowercase hex digits")
-    d = services.store.calls_dir / sid
-    if d.is_dir() and (d / "journal.jsonl").exists():
+    if services.store.has_started(sid):
         # Only these fields are kept: never the caller's or the called number.
         keep = {k: params[k][:64] for k in ("CallStatus", "CallDuration", "Timestamp", "SequenceNumber",
                                             "SipResponseCode") if k in params}
         try:
-            append_once(d / "status.jsonl", "status", **keep)
+            append_once(services.store.files(sid).status, "status", **keep)
         except OSError as exc:  # e.g. a full disk: say so (Twilio logs the 503), keep serving
             log.error("call %s: could not store the status callback (%s)", sid, exc.strerror or type(exc).__name__)
             raise ApiError(503, f"could not store the status callback: {exc.strerror or type(exc).__name__}")

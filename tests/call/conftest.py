@@ -8,7 +8,7 @@ from app.call.registry import CallRegistry
 from app.call.session import CallLimits, CallSession
 from app.call.transport import CallInfo
 from app.recording.finalize import ExportOptions
-from app.recording.store import CallStore
+from app.storage.store import CallStore
 from app.recording.timeline import Clock
 from tests.call.fakes import FakeTransport, Wall
 from tests.support.frames import new_sid

@@ -25,7 +25,7 @@ async def test_admission_refuses_busy_duplicate_finished_and_foreign_calls_with_
     with pytest.raises(CallRefused, match="already been recorded"):
         registry.admit(calls[0].sid)
     other = new_sid()
-    held = registry.store.lock(other)  # another worker records it
+    held = registry.store.coordinator.acquire(other)  # another worker records it
     try:
         with pytest.raises(CallRefused, match="another worker"):
             registry.admit(other)

@@ -271,7 +271,7 @@ async def test_finish_writes_the_four_files_on_the_registrys_thread_and_releases
     assert rate == RATE and len(x) == 8000 and (x == 1000).all()
     assert agent.closed and registry.live == {} and registry.finalized_count == 1 and store.is_finalized(sid)
     assert await registry.finish(call, EndReason.CALLER_HUNG_UP) is None  # a second finish does nothing
-    lock = store.lock(sid)  # the call's lock was released
+    lock = store.coordinator.acquire(sid)  # the call's lock was released
     assert lock is not None
     lock.release()
 

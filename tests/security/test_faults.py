@@ -20,7 +20,7 @@ import soundfile as sf
 from app.audio import mulaw
 from app.recording.finalize import ExportOptions, finalize_call
 from app.recording.recorder import CallRecorder
-from app.recording.store import CallStore
+from app.storage.store import CallStore
 from app.simulator import SimConfig, SimResult, run_call
 from tests.security.helpers import (
     assert_healthy, expected_master, first_mismatch, log_text, noise, read_master, result_of,
@@ -143,7 +143,7 @@ async def test_a_full_disk_keeps_the_service_up_logs_once_keeps_what_was_written
 def _recorded_call(tmp_path, seconds: float = 2.5):
     store = CallStore(tmp_path / "responses")
     sid = new_sid()
-    rec = CallRecorder(store.call_dir(sid, create=True), sid)
+    rec = CallRecorder(store.files(sid, create=True).folder, sid)
     rec.event("start", call_sid=sid, stream_sid=new_sid("MZ"), mode="assistant", tracks=["inbound"])
     audio = noise(seconds, seed=51)
     ulaw = mulaw.encode(audio)
@@ -194,9 +194,9 @@ def test_a_failing_encoder_keeps_the_masters_writes_wav_and_says_why(tmp_path, m
     summary = store.output(sid, "summary").read_text()
     assert "Requested Format: MP3 — missing: the mp3 encoder failed: RuntimeError: simulated LAME failure" in summary
     assert "Warning: MP3 export failed (RuntimeError); the conversation was written as WAV instead" in summary
-    masters = [store.call_dir(sid) / "inbound.wav", store.call_dir(sid) / "outbound.wav"]
+    masters = [*store.files(sid).masters]
     assert all(m.exists() for m in masters) and out["masters"] == [str(m) for m in masters]
     assert np.array_equal(np.frombuffer(masters[0].read_bytes()[44:], "<i2"), want)
     leftovers = [p.name for p in store.root.iterdir() if p.suffix in (".mp3", ".partial", ".tmp")]
     assert leftovers == []
-    assert (store.call_dir(sid) / "finalized").exists()
+    assert store.files(sid).finalized.exists()

@@ -17,11 +17,11 @@ _NEUTRAL = {"PUBLIC_BASE_URL": "", "CALL_MODE": "assistant", "FORWARD_TO": "", "
 
 
 def _factory(workdir: Callable[[], Path], pinned: dict[str, str] | None = None) -> Iterator[Callable[..., Server]]:
-    """Yield `make(**env)` → a started server; every server it made is stopped (killed) afterwards."""
+    """Yield `make(workers=1, **env)` → a started server; every server it made is stopped (killed) afterwards."""
     servers: list[Server] = []
 
-    def make(**env) -> Server:
-        s = Server(workdir(), (pinned or {}) | {k: str(v) for k, v in env.items()})
+    def make(*, workers: int = 1, **env) -> Server:
+        s = Server(workdir(), (pinned or {}) | {k: str(v) for k, v in env.items()}, workers=workers)
         servers.append(s)
         return s.start()
 

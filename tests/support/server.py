@@ -3,6 +3,8 @@
 Tests get one through the `make_server` fixture (tests/support/fixtures.py), which stops it at the
 end of the test; bench/common.py subclasses it for its probe and bare servers. Any server still
 running when the Python process exits is killed, so a test or bench that dies leaves none behind.
+With ``workers=N`` it is `serve --workers N`: a parent and N worker processes in a process group
+of their own, so a kill reaches the workers too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from app.storage.paths import StoreLayout, output_name
 from tests.support.paths import ROOT
 from tests.support.sockets import LOCALHOST, free_port
 
@@ -37,7 +40,7 @@ _RUNNING: set["Server"] = set()
 def _kill_leftovers() -> None:
     for s in list(_RUNNING):
         if s.proc is not None and s.proc.poll() is None:
-            s.proc.kill()
+            s.kill_all()
 
 
 class Server:
@@ -50,7 +53,7 @@ class Server:
                                 "PYTHONPATH": str(ROOT)}
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None, *, name: str | None = None,
-                 log: Path | None = None, port: int | None = None) -> None:
+                 log: Path | None = None, port: int | None = None, workers: int = 1) -> None:
         self.workdir = workdir
         self.env = env or {}
         self.host = LOCALHOST
@@ -58,6 +61,7 @@ class Server:
         self.base = f"http://{self.host}:{self.port}"
         self.name = name or f"server-{self.port}"
         self.log = log or workdir / f"{self.name}.log"
+        self.workers = workers
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -73,7 +77,7 @@ class Server:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "app.cli", "serve", "--host", self.host, "--port", str(self.port),
-                "--graceful-timeout", "20"]
+                "--graceful-timeout", "20"] + (["--workers", str(self.workers)] if self.workers > 1 else [])
 
     def inherits(self, key: str) -> bool:
         """Whether the server sees this variable of the caller's environment."""
@@ -89,7 +93,7 @@ class Server:
         """Start the server and return once /healthz answers 200."""
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.command(), cwd=self.workdir, env=self.environment(), stdout=out,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, start_new_session=self.workers > 1)
         _RUNNING.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -110,32 +114,50 @@ class Server:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
         """Send `sig` and wait for the exit (a kill after `timeout`); the exit code."""
         _RUNNING.discard(self)
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is not None:
+            if self.workers > 1:
+                self.kill_all()  # workers can outlive a parent that died
+            return self.proc.returncode
+        if sig == signal.SIGKILL:
+            self.kill_all()
+            return self.proc.wait()
+        self.proc.send_signal(sig)  # the parent of workers passes it on and waits for them
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.kill_all()
             return self.proc.wait()
 
     def kill9(self) -> None:
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
+        self.kill_all()
         self.proc.wait()
         _RUNNING.discard(self)
+
+    def kill_all(self) -> None:
+        """SIGKILL to the server and, with workers, to its whole process group."""
+        assert self.proc is not None
+        if self.workers > 1:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            self.proc.kill()
 
     # -- its outputs
 
     def finalized(self, sid: str) -> bool:
         """The call's files are final: its JSON and the `finalized` marker exist."""
-        return (self.responses / ".calls" / sid / "finalized").exists() and \
-            (self.responses / f"call_{sid}.json").exists()
+        return StoreLayout(self.responses).call(sid).finalized.exists() and \
+            (self.responses / output_name(sid, "json")).exists()
 
     def read_result(self, sid: str) -> dict | None:
         """The call's JSON as it is now (None when absent or being replaced)."""
         try:
-            return json.loads((self.responses / f"call_{sid}.json").read_text())
+            return json.loads((self.responses / output_name(sid, "json")).read_text())
         except (OSError, ValueError):
             return None
 

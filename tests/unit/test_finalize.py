@@ -13,7 +13,7 @@ from app.recording.audio_outputs import ExportOptions, export_conversation, make
 from app.recording.export import ConversationExporter
 from app.recording.finalize import FinalizeIncomplete, _conversation, finalize_call, read_call, rewrite_transcript
 from app.recording.journal import Journal
-from app.recording.store import CallStore
+from app.storage.store import CallStore
 from app.recording.track import HEADER_BYTES, MasterTrack
 
 SID = "CA" + "f" * 32
@@ -22,7 +22,7 @@ SID = "CA" + "f" * 32
 def _call(tmp_path, *records: dict, inbound: int = 8000, outbound: int = 4000) -> CallStore:
     """A call folder: masters of the given lengths (samples of a steady tone) and these journal records."""
     store = CallStore(tmp_path / "responses")
-    d = store.call_dir(SID, create=True)
+    d = store.files(SID, create=True).folder
     for name, n in (("inbound", inbound), ("outbound", outbound)):
         track = MasterTrack(d / f"{name}.wav")
         if n:
@@ -74,7 +74,7 @@ def test_a_listen_call_without_stop_is_as_long_as_its_longer_track(tmp_path):
 
 def test_a_call_that_did_not_end_cleanly_gets_its_headers_repaired_and_a_missing_master_made(tmp_path):
     store = _call(tmp_path, START, inbound=8000)
-    d = store.call_dir(SID)
+    d = store.files(SID).folder
     raw = bytearray((d / "inbound.wav").read_bytes())
     raw[4:8] = raw[40:44] = bytes(4)  # sizes as a crash leaves them
     (d / "inbound.wav").write_bytes(bytes(raw))
@@ -168,7 +168,7 @@ def test_when_the_wav_fallback_fails_too_there_is_no_file_and_the_masters_are_na
     _failing_finish(monkeypatch, {"flac", "wav"})
     out = _export(store, ExportOptions(default_format="flac"))
     assert out.path is None and out.exporter is None and "format" not in out.facts
-    assert out.warnings[1] == (f"WAV fallback failed too (OSError); the masters in {store.call_dir(SID)} "
+    assert out.warnings[1] == (f"WAV fallback failed too (OSError); the masters in {store.files(SID).folder} "
                                "hold the audio")
 
 
@@ -178,7 +178,7 @@ def test_without_any_audio_written_the_call_stays_unfinished_with_its_masters(tm
     _failing_finish(monkeypatch, {"flac", "wav"})
     with pytest.raises(FinalizeIncomplete):
         finalize_call(store, SID, ExportOptions(default_format="flac", keep_masters=False))
-    d = store.call_dir(SID)
+    d = store.files(SID).folder
     assert not (d / "finalized").exists() and (d / "inbound.wav").exists()
     assert "Audio File: none" in store.output(SID, "summary").read_text()  # the records say what happened
 
@@ -189,7 +189,7 @@ def test_without_any_audio_written_the_call_stays_unfinished_with_its_masters(tm
 def test_a_finalised_call_is_marked_and_keeps_its_masters_only_when_asked(tmp_path, opts, kept):
     store = _call(tmp_path, START, _stop(8000))
     out = finalize_call(store, SID, opts)
-    d = store.call_dir(SID)
+    d = store.files(SID).folder
     assert (d / "finalized").exists()
     assert (d / "inbound.wav").exists() is kept and (d / "outbound.wav").exists() is kept
     assert bool(out["masters"]) is kept
@@ -199,7 +199,7 @@ def test_masters_are_kept_when_the_chosen_format_failed_even_if_not_asked(tmp_pa
     store = _call(tmp_path, START, _stop(8000))
     _failing_finish(monkeypatch, {"flac"})
     finalize_call(store, SID, ExportOptions(default_format="flac", keep_masters=False))
-    assert (store.call_dir(SID) / "inbound.wav").exists()
+    assert store.files(SID).master("inbound").exists()
 
 
 def test_the_json_names_every_file_and_each_turns_clip(tmp_path):
@@ -226,7 +226,7 @@ def test_the_transcript_written_after_hang_up_replaces_the_pending_one(tmp_path)
     assert rewrite_transcript(store, SID) is None  # not finalised yet: nothing to rewrite
     first = finalize_call(store, SID, ExportOptions(default_format="wav"), transcript_pending=True)
     assert first["transcript_pending"] is True and first["turns"] == []
-    journal = Journal(store.call_dir(SID) / "journal.jsonl")
+    journal = Journal(store.files(SID).journal)
     journal.append("turn", **{k: v for k, v in _turn("caller", 100, 600).items() if k != "t"})
     journal.close()
     out = rewrite_transcript(store, SID)

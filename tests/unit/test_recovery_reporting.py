@@ -10,14 +10,14 @@ import numpy as np
 from app.cli import main
 from app.main import _log_recovery_failure
 from app.recording.journal import Journal
-from app.recording.store import CallStore
+from app.storage.store import CallStore
 from app.recording.track import MasterTrack
 
 GOOD, BROKEN, LIVE = ("CA" + c * 32 for c in "123")
 
 
 def _unfinished_call(store: CallStore, sid: str, *records: dict) -> None:
-    d = store.call_dir(sid, create=True)
+    d = store.files(sid, create=True).folder
     for name in ("inbound", "outbound"):
         track = MasterTrack(d / f"{name}.wav")
         track.write(0, np.zeros(800, "<i2").tobytes())
@@ -34,7 +34,7 @@ def test_callscribe_recover_exits_non_zero_naming_the_calls_it_could_not_finalis
     _unfinished_call(store, GOOD)
     _unfinished_call(store, BROKEN, {"t": "stop", "reason": "a stop record without its length"})
     _unfinished_call(store, LIVE)
-    held = store.lock(LIVE)  # a server is recording this one: neither recovered nor a failure
+    held = store.coordinator.acquire(LIVE)  # a server is recording this one: neither recovered nor a failure
     monkeypatch.setenv("RECORDINGS_DIRECTORY", str(store.root))
     monkeypatch.setenv("DEFAULT_AUDIO_FORMAT", "wav")
     try:

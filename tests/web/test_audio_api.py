@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 
 from app.audio.formats import FORMATS
+from app.storage.coordination import FormatChoice
 from tests.support.frames import new_sid
 from tests.web.inprocess import look_mid_call
 
@@ -30,7 +31,7 @@ async def test_a_format_chosen_before_the_call_is_kept_for_it(serve):
     r = await client.post(f"/audio/set-format/{sid}", json={"format": "mp3", "bitrate": "32k"})
     body = r.json()
     assert r.status_code == 200 and (body["state"], body["format"], body["bitrate_kbps"]) == ("pending", "mp3", 32)
-    assert client.app.state.services.store.get_format(sid) == {"format": "mp3", "bitrate_kbps": 32}
+    assert client.app.state.services.coordinator.get_format(sid) == FormatChoice("mp3", 32)
     assert (await client.post(f"/audio/set-format/{sid}?format=ogg")).json()["format"] == "ogg"  # the query form
 
 
@@ -50,7 +51,7 @@ async def test_a_bad_choice_says_what_is_wrong_and_what_is_accepted(serve, body,
     assert r.status_code == status and message in r.json()["error"], r.text
     if body == {"format": "aiff"}:
         assert r.json()["accepted"] == ACCEPTED
-    assert client.app.state.services.store.get_format(sid) is None  # nothing kept
+    assert client.app.state.services.coordinator.get_format(sid) is None  # nothing kept
 
 
 async def test_a_bad_sid_or_a_body_that_is_not_json_is_a_400(serve):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tests.support.frames import new_sid
@@ -65,3 +67,26 @@ def test_a_call_in_progress_is_listed_as_live_with_its_mode(twilio):
     assert (seen["state"], seen["mode"], seen["files"]) == ("live", "assistant", {})
     assert seen["started_at"] and seen["duration_s"] is None
     assert client.get(f"/calls/{sid}").json()["state"] == "finalized"
+
+
+class _RemoteArtefacts:
+    """The local artefacts as a remote store shows them: no local path, read through `open`."""
+
+    def __init__(self, local) -> None:
+        self.local = local
+
+    def __getattr__(self, name):
+        return getattr(self.local, name)
+
+    def stat(self, sid, name):
+        return dataclasses.replace(self.local.stat(sid, name), path=None)
+
+
+async def test_a_file_with_no_local_path_is_streamed_from_the_artefact_store(recorded, serve, tmp_path):
+    client = await serve()
+    client.app.state.services.store.artefacts = _RemoteArtefacts(client.app.state.services.store.artefacts)
+    name = f"call_{recorded}_conversation.wav"
+    r = await client.get(f"/calls/{recorded}/files/{name}")
+    assert r.status_code == 200 and r.content == (tmp_path / "responses" / name).read_bytes()
+    assert r.headers["content-type"] == "audio/wav" and int(r.headers["content-length"]) == len(r.content)
+    assert (await client.get(f"/calls/{recorded}/files/call_{recorded}_x.wav")).status_code == 404

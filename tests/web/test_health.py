@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from tests.web.inprocess import look_mid_call
@@ -17,7 +18,7 @@ def metrics(client) -> dict[str, float]:
 
 def test_health_and_metrics_follow_a_call(twilio):
     client = twilio()
-    assert client.get("/healthz").json() == {"status": "ok", "live_calls": 0, "assistant": None}
+    assert client.get("/healthz").json() == {"status": "ok", "pid": os.getpid(), "live_calls": 0, "assistant": None}
     before = metrics(client)
     assert before["callscribe_live_calls"] == before["callscribe_calls_finalized_total"] == 0
     _, (health, live) = look_mid_call(client, lambda sid: (client.get("/healthz").json(), metrics(client)), 0.5)

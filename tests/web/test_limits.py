@@ -11,7 +11,7 @@ async def test_a_body_over_the_limit_is_a_413_that_names_the_setting(serve):
     r = await client.post(f"/audio/set-format/{sid}", content=b'{"format": "wav"' + b" " * 2000 + b"}",
                           headers={"content-type": "application/json"})
     assert r.status_code == 413 and "MAX_BODY_BYTES" in r.json()["error"]
-    assert client.app.state.services.store.get_format(sid) is None
+    assert client.app.state.services.coordinator.get_format(sid) is None
     assert (await client.post(f"/audio/set-format/{sid}", json={"format": "wav"})).status_code == 200
 
 

@@ -21,7 +21,7 @@ CALLER = int(mulaw.decode(level_payload(1000))[0])  # the caller's level after t
 
 
 def masters(client, sid: str) -> tuple[np.ndarray, np.ndarray]:
-    folder = client.app.state.services.store.call_dir(sid)
+    folder = client.app.state.services.store.files(sid).folder
     return tuple(sf.read(folder / f"{t}.wav", dtype="int16")[0] for t in ("inbound", "outbound"))
 
 
@@ -75,7 +75,7 @@ def test_dtmf_and_mark_messages_are_journaled_into_the_calls_json(twilio):
     result = client.get(f"/calls/{sid}").json()["result"]
     [dtmf] = result["dtmf"]  # after the last frame (ending at 620 ms), by up to one frame of wall time
     assert dtmf["digit"] == "5" and 620 <= dtmf["at_ms"] <= 640
-    journal = client.app.state.services.store.call_dir(sid) / "journal.jsonl"
+    journal = client.app.state.services.store.files(sid).journal
     marks = [json.loads(line) for line in journal.read_text().splitlines() if '"t":"mark"' in line]
     assert [m["name"] for m in marks] == ["m1"] and 620 <= marks[0]["at_ms"] <= 640
 

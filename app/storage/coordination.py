@@ -1,0 +1,176 @@
+"""What the processes serving calls agree on: the `Coordinator` interface and `LocalCoordinator`.
+
+Who owns a call (the lock held by whoever records or finalises it), whether a call is live in any
+process, each call's format choice with a token that changes whenever the choice does (the
+recording process polls it and swaps its exporter), and the secret that signs stream tokens
+(the webhook may be answered by one worker and the stream by another: they must agree).
+
+`LocalCoordinator` is one host's: an `flock` on the call folder's `lock` file (the kernel drops it
+when the holder dies, so a crashed call is free for recovery at once), `format.json` replaced
+atomically (its token is its mtime and inode), and a secret file created once, whole, by whichever
+worker comes first. Every worker of `callscribe serve --workers N` shares them. A networked one
+(Redis, a later issue) keeps the same methods with leases, heartbeats and fencing epochs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from app.storage.paths import StoreLayout
+
+__all__ = ["FormatChoice", "CallLock", "Coordinator", "LocalCoordinator"]
+
+# `is_live` tests the lock by taking it shared for a moment; an `acquire` that lands in that moment
+# would wrongly see the call as owned, so it tries again a few times before believing it.
+_ACQUIRE_TRIES = 3
+_ACQUIRE_PAUSE_S = 0.001
+
+
+@dataclass(frozen=True)
+class FormatChoice:
+    """A call's chosen format (a name from the format registry) and, for MP3, its bitrate."""
+
+    format: str
+    bitrate_kbps: int | None = None
+
+
+class CallLock(Protocol):
+    """Ownership of one call, held while it is recorded or finalised."""
+
+    def release(self) -> None:
+        ...
+
+
+class Coordinator(Protocol):
+    def acquire(self, sid: str, *, wait: bool = False) -> CallLock | None:
+        """Own the call; None when someone else does (``wait``: block until they are done)."""
+        ...
+
+    def is_live(self, sid: str) -> bool:
+        """Whether any process owns the call now (records or finalises it)."""
+        ...
+
+    def set_format(self, sid: str, choice: FormatChoice) -> None:
+        ...
+
+    def get_format(self, sid: str) -> FormatChoice | None:
+        ...
+
+    def format_token(self, sid: str) -> Hashable:
+        """A value that changes whenever the call's format choice does (compare with ``!=``)."""
+        ...
+
+    def stream_secret(self) -> bytes:
+        """The secret stream tokens are signed with: the same in every process."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Flock:
+    fd: int
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self.fd)
+
+
+class LocalCoordinator:
+    """One host: file locks and files in the store's `.calls` folder (today's behaviour)."""
+
+    def __init__(self, layout: StoreLayout) -> None:
+        self.layout = layout
+        self._secret: bytes | None = None
+
+    # ------------------------------------------------------------------ ownership
+    def acquire(self, sid: str, *, wait: bool = False) -> CallLock | None:
+        files = self.layout.call(sid)
+        files.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o640)
+        for attempt in range(_ACQUIRE_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                return _Flock(fd)
+            except BlockingIOError:
+                if attempt + 1 < _ACQUIRE_TRIES:
+                    time.sleep(_ACQUIRE_PAUSE_S)
+        os.close(fd)
+        return None
+
+    def is_live(self, sid: str) -> bool:
+        try:
+            fd = os.open(self.layout.call(sid).lock, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: probes never block each other
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's shared lock
+        return False
+
+    # ------------------------------------------------------------------ format choices
+    def set_format(self, sid: str, choice: FormatChoice) -> None:
+        files = self.layout.call(sid)
+        files.folder.mkdir(parents=True, exist_ok=True)
+        # A name of its own: two workers setting the format at once must not share a temporary file.
+        tmp = files.format.with_name(f"{files.format.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_text(json.dumps({"format": choice.format, "bitrate_kbps": choice.bitrate_kbps}))
+        os.replace(tmp, files.format)
+
+    def get_format(self, sid: str) -> FormatChoice | None:
+        try:
+            data = json.loads(self.layout.call(sid).format.read_text())
+            return FormatChoice(data["format"], data.get("bitrate_kbps"))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def format_token(self, sid: str) -> Hashable:
+        try:
+            st = self.layout.call(sid).format.stat()
+        except FileNotFoundError:
+            return None
+        # Each choice is a new file (os.replace), so its inode tells two choices made within one
+        # tick of the file system's clock apart.
+        return st.st_mtime_ns, st.st_ino
+
+    # ------------------------------------------------------------------ the stream-token secret
+    def stream_secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = _shared_secret(self.layout.stream_secret)
+        return self._secret
+
+
+def _shared_secret(path: Path) -> bytes:
+    """Read the secret, making it first if there is none. Workers starting together race here: each
+    writes a candidate to a file of its own and links it into place, so the first link wins and a
+    reader never sees a half-written secret."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another worker's came first: use it
+        finally:
+            tmp.unlink()
+    try:
+        secret = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        secret = b""
+    if len(secret) < 16:
+        raise RuntimeError(f"the stream-token secret in {path} is damaged; delete the file and restart every worker")
+    return secret

@@ -1,0 +1,72 @@
+"""CallStore: the one object the rest of the app asks about stored calls.
+
+It names every file (through `app.storage.paths`), keeps finished files in an `ArtefactStore`
+and leaves ownership, format choices and the stream secret to a `Coordinator`; it adds what needs
+both: whether a call has started, is finalised or kept its masters, its result, and the listings.
+The engines are chosen here, in one place: the local folder and file locks unless others are
+given (Redis and S3 later).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from app.storage.artefacts import ArtefactStore, LocalArtefacts
+from app.storage.coordination import Coordinator, LocalCoordinator
+from app.storage.paths import SID_RE, CallFiles, StoreLayout, output_name
+
+__all__ = ["CallStore"]
+
+
+class CallStore:
+    def __init__(self, root: Path, create: bool = True, *, artefacts: ArtefactStore | None = None,
+                 coordinator: Coordinator | None = None) -> None:
+        """`create=False` only reads until something is written (a CLI that may refuse leaves no folder)."""
+        self.layout = StoreLayout(Path(root).resolve())
+        self.root = self.layout.root
+        self.artefacts: ArtefactStore = artefacts or LocalArtefacts(self.root)
+        self.coordinator: Coordinator = coordinator or LocalCoordinator(self.layout)
+        if create:
+            self.layout.calls_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ names
+    def files(self, sid: str, create: bool = False) -> CallFiles:
+        """The call's folder and the files in it (``create``: make the folder)."""
+        files = self.layout.call(sid)
+        if create:
+            files.folder.mkdir(parents=True, exist_ok=True)
+        return files
+
+    def output(self, sid: str, kind: str, ext: str = "") -> Path:
+        """Where this process writes one of the call's outputs (see paths.output_name for the kinds)."""
+        return self.artefacts.local_path(output_name(sid, kind, ext))
+
+    # ------------------------------------------------------------------ a call's state
+    def has_started(self, sid: str) -> bool:
+        return self.files(sid).journal.exists()
+
+    def is_finalized(self, sid: str) -> bool:
+        return self.files(sid).finalized.exists()
+
+    def masters_kept(self, sid: str) -> bool:
+        return self.files(sid).master("inbound").exists()
+
+    def read_result(self, sid: str) -> dict[str, Any] | None:
+        text = self.artefacts.read_text(output_name(sid, "json"))
+        try:
+            return json.loads(text) if text is not None else None
+        except ValueError:
+            return None
+
+    # ------------------------------------------------------------------ listings
+    def list_sids(self) -> list[str]:
+        """Every call with a folder or a result."""
+        folders = {p.name for p in self.layout.calls_dir.iterdir() if SID_RE.match(p.name)}
+        return sorted(folders | self.artefacts.results())
+
+    def unfinished(self) -> list[str]:
+        """Calls that started and were never finalised (candidates for recovery)."""
+        return sorted(p.name for p in self.layout.calls_dir.iterdir()
+                      if SID_RE.match(p.name) and self.has_started(p.name) and not self.is_finalized(p.name))
