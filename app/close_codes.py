@@ -7,4 +7,5 @@ UNSUPPORTED = 1003  # a kind of data we do not accept
 POLICY = 1008  # refused: bad token, unknown call, too many invalid messages
 TOO_BIG = 1009  # a message over the size limit
 INTERNAL = 1011  # our fault: storage or a parser bug
+SERVICE_RESTART = 1012  # the server is restarting
 TRY_AGAIN = 1013  # busy: too many calls now

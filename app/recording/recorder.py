@@ -122,8 +122,8 @@ class CallRecorder:
                           self.call_sid, track, exc.strerror or exc)
             try:
                 self.journal.append("error", what=f"{track} master write failed", detail=str(exc.strerror or exc))
-            except OSError:
-                pass
+            except OSError:  # the same disk: the log line above already says it
+                log.debug("call %s: the journal could not note the write failure either", self.call_sid)
 
     # ------------------------------------------------------------------ our audio
     def play(self, pcm: bytes, now: int | None = None) -> tuple[int, int]:

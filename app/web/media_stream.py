@@ -200,7 +200,7 @@ class _StreamShell:
                     self.reason = self.call.end_reason
                 elif self._closed:
                     pass  # we closed it, and self.reason says why
-                elif code in (close_codes.GOING_AWAY, 1012):  # our server is going away (SIGTERM) or restarting
+                elif code in (close_codes.GOING_AWAY, close_codes.SERVICE_RESTART):  # our server is stopping
                     self.reason = EndReason.SERVER_SHUTDOWN
                 return
             if self._closed:
