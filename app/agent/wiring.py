@@ -20,12 +20,14 @@ from app.agent.interfaces import CallIO
 from app.agent.responder import make_responder
 from app.agent.session import AgentSession
 from app.agent.transcriber import TrackTranscriber, TranscriberIO, TranscriptionWorker
-from app.agent.vad import TurnParams, default_detector
+from app.agent.vad import SAMPLE_RATE, TurnParams, default_detector
 from app.config import Settings
 
 __all__ = ["AgentFactory", "CallAgent"]
 
 log = logging.getLogger("callscribe.agent")
+
+CATCH_UP_BLOCK = 10 * SAMPLE_RATE  # samples of recorded caller audio the detector catches up on at a time
 
 
 class AgentFactory:
@@ -104,9 +106,12 @@ class CallAgent:
             # that is already over): even then, the caller's turns are found and transcribed.
             while self._missed is not None:
                 (a, b), self._missed = self._missed, None
-                audio = self.io.read_caller_audio(a, b)
+                stop = min(b, a + CATCH_UP_BLOCK)  # a block at a time: memory stays flat for any backlog
+                if stop < b:
+                    self._missed = (stop, b) if self._missed is None else (stop, max(b, self._missed[1]))
+                audio = self.io.read_caller_audio(a, stop)
                 events = await asyncio.to_thread(session.detect, audio, a)
-                session.on_vad_events(events, b)
+                session.on_vad_events(events, stop)
             self.session = session  # from here on, frames go to it directly
             if not self._closed:
                 await session.start()

@@ -51,10 +51,10 @@ class ExportSchedule:
         if self.interval_s > 0:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
-    def on_progress(self) -> None:
-        """Called per chunk of audio: wake the loop early when the settled part has run far ahead."""
+    def on_progress(self, settled: int) -> None:
+        """Called per chunk of audio with the settled sample: wake the loop early when it has run far ahead."""
         exporter = self.exporter
-        if exporter is not None and self._busy is None and self.settled() - exporter.done > self._kick_at:
+        if exporter is not None and self._busy is None and settled - exporter.done > self._kick_at:
             self._kick.set()
 
     async def stop(self) -> ConversationExporter | None:

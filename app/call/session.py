@@ -63,7 +63,6 @@ class CallSession:
         self.lock = lock
         self.transport = transport
         self.wall_clock = wall_clock
-        self.max_call_seconds = limits.max_call_seconds
         self.recorder = CallRecorder(store.files(self.sid, create=True).folder, self.sid, rate=info.rate,
                                      reorder_window_ms=limits.reorder_window_ms,
                                      max_clock_jump_s=limits.max_clock_jump_s,
@@ -137,11 +136,13 @@ class CallSession:
         for tr, start, placed in self.recorder.on_audio(track, position, pcm):
             if tr == "inbound" and self.agent is not None:
                 self.agent.feed_caller_audio(np.frombuffer(placed, "<i2"), start)
-        self.export.on_progress()
-        if self.recorder.stream_samples >= self.max_call_seconds * self.rate and not self.ended:
+        now = self.recorder.stream_samples  # read once per chunk: this is the per-frame path
+        settled = max(0, now - self.recorder.clock.window)
+        self.export.on_progress(settled)
+        if now >= self.recorder.max_samples and not self.ended:
             self.end_reason = EndReason.LONGEST_CALL
         if self.events is not None and self.chunk_samples:
-            self._emit_chunks(self.settled_sample())
+            self._emit_chunks(settled)
 
     def _emit_chunks(self, settled: int, final: bool = False) -> None:
         """Chunk events for settled audio (late frames can no longer change it). At hang-up

@@ -90,13 +90,19 @@ class TwilioTransport:
 
     def __init__(self, shell: "_StreamShell") -> None:
         self._shell = shell
+        self._encoded: tuple[bytes, bytes] | None = None  # (pcm, its μ-law): as_heard's work, reused by send_audio
+
+    def _ulaw(self, pcm: bytes) -> bytes:
+        if self._encoded is None or self._encoded[0] is not pcm:
+            self._encoded = (pcm, mulaw.encode_bytes(pcm))
+        return self._encoded[1]
 
     def as_heard(self, pcm: bytes) -> bytes:
         """What the caller hears of it: G.711 μ-law is lossy (the recording holds the line's audio)."""
-        return mulaw.decode_bytes(mulaw.encode_bytes(pcm))
+        return mulaw.decode_bytes(self._ulaw(pcm))
 
     async def send_audio(self, pcm: bytes) -> None:
-        await self._shell.send_command(SendMedia(mulaw.encode_bytes(pcm)))
+        await self._shell.send_command(SendMedia(self._ulaw(pcm)))
 
     async def mark(self, name: str) -> None:
         await self._shell.send_command(SendMark(name))
