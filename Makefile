@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test bench clean
+.PHONY: install system-deps run test bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian packages for the browser tests (chromium); a no-op once present.
+system-deps:
+	./scripts/system-deps.sh
+
 run: $(STAMP)
 	$(BIN)/callscribe serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     record_conversations: bool = True
     recordings_directory: Path = Path("responses")
     recording_channels: int = 1
-    output_sample_rate: int = 8000
+    output_sample_rate: int | None = None  # None: the call's native rate (phone 8000, browser 16000)
     keep_masters: bool = True
     per_track_files: bool = False
     per_turn_clips: bool = False
@@ -102,9 +102,12 @@ class Settings(BaseSettings):
             raise ValueError(f"RECORDING_CHANNELS={v} must be 1 (mono mix) or 2 (caller left, assistant right)")
         return v
 
-    @field_validator("output_sample_rate")
+    @field_validator("output_sample_rate", mode="before")
     @classmethod
-    def _rate(cls, v: int) -> int:
+    def _rate(cls, v: object) -> int | None:
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("", "native")):
+            return None
+        v = int(v)  # type: ignore[call-overload]
         allowed = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
         if v not in allowed:
             raise ValueError(f"OUTPUT_SAMPLE_RATE={v} is not one of {allowed}")

@@ -35,7 +35,7 @@ class ExportOptions:
     default_format: str = "mp3"
     mp3_kbps: int | None = 128
     channels: int = 1
-    sample_rate: int = 8000
+    sample_rate: int | None = None  # None: the masters' own rate (the transport's native one)
     per_track_files: bool = False
     keep_masters: bool = True
     record_audio: bool = True  # RECORD_CONVERSATIONS=false: transcript and summary only, masters deleted

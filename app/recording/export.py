@@ -59,15 +59,15 @@ class ConversationExporter:
     encoder used from two threads at once corrupts its state (LAME aborts the whole process)."""
 
     def __init__(self, masters: tuple[Path, Path], out_path: Path, fmt: AudioFormat, *, channels: int = 1,
-                 sample_rate: int = 8000, mp3_kbps: int | None = None, track_paths: tuple[Path, Path] | None = None):
+                 sample_rate: int | None = None, mp3_kbps: int | None = None, track_paths: tuple[Path, Path] | None = None):
         self.masters = masters
         self.out_path = Path(out_path)
         self.partial = self.out_path.with_name(self.out_path.name + ".partial")
         self.fmt = fmt
         self.channels = channels
-        self.sample_rate = sample_rate
-        self.kwargs, self.settings_note = encoder_kwargs(fmt, sample_rate, mp3_kbps)
         self.source_rate = track_rate(masters[0])  # the masters' rate: the transport's native one
+        self.sample_rate = sample_rate = sample_rate or self.source_rate
+        self.kwargs, self.settings_note = encoder_kwargs(fmt, sample_rate, mp3_kbps)
         self._block = self.source_rate  # samples read at a time: 1 s
         self._frame = self.source_rate // 50  # 20 ms
         self.done = 0  # samples (at source_rate) encoded so far

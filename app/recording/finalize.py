@@ -26,7 +26,7 @@ from app.recording.export import ConversationExporter
 from app.recording.journal import read_journal
 from app.recording.summary import iso, latency_stats, summary_text, transcript_lines
 from app.recording.track import repair_header, track_rate, track_samples
-from app.storage.paths import CallFiles, output_name
+from app.storage.paths import CallFiles, output_name, source_of
 from app.storage.store import CallStore
 
 __all__ = ["ExportOptions", "FinalizeIncomplete", "CallFacts", "read_call", "finalize_call", "rewrite_transcript",
@@ -179,6 +179,7 @@ def _describe(sid: str, call: CallFacts, audio: ExportedAudio, part: dict[str, A
         "call_sid": sid,
         "stream_sid": call.start.get("stream_sid"),
         "mode": call.mode,
+        "source": call.start.get("source") or source_of(sid),  # phone or browser
         "started_at": iso(call.start["wall"]) if call.start.get("wall") else None,
         "completed_at": iso(call.completed_at()),
         "duration_s": call.duration_s,
@@ -257,7 +258,7 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
     clips: list[str] = []
     if opts.per_turn_clips and audio.path is not None:
         clips = write_turn_clips(store, sid, part["turns"], call.masters, audio.facts["format"], audio.kbps,
-                                 opts.sample_rate, call.rate)
+                                 opts.sample_rate or call.rate, call.rate)
     result["files"] = _files(store, sid, audio, clips)
     result["stats"]["finalize_seconds"] = round(time.monotonic() - t0, 3)
     _write_records(store, sid, result, transcript)

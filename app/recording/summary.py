@@ -54,6 +54,9 @@ def latency_stats(values: list[float]) -> dict[str, float | int | None]:
     return {"count": len(values), "median_ms": round(statistics.median(values), 1), "worst_ms": round(max(values), 1)}
 
 
+_SOURCES = {"phone": "phone (Twilio Media Stream)", "browser": "browser (Micdrop WebSocket, /web-call)"}
+
+
 def summary_text(result: dict[str, Any], transcript: list[str]) -> str:
     audio = result.get("audio") or {}
     stats = result["stats"]
@@ -65,6 +68,7 @@ def summary_text(result: dict[str, Any], transcript: list[str]) -> str:
         f"Call Completed: {result['completed_at']}",
         f"Call Started: {result.get('started_at') or 'unknown'}",
         f"Mode: {result['mode']}",
+        f"Source: {_SOURCES.get(result.get('source', 'phone'), result.get('source'))}",
         f"Duration: {fmt_clock(result['duration_s'] * 1000)} ({result['duration_s']:.2f} s)",
         f"Ended By: {result.get('end_reason') or 'unknown'}",
         "Recovered After Crash: " + (f"yes (finalised at {result['recovered_at']})" if result.get("recovered")

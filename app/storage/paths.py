@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["SID_RE", "InvalidCallSid", "CallNotFound", "validate_sid", "TRACKS", "STAGED_SUFFIXES", "CallFiles",
-           "StoreLayout", "output_name", "turn_clip_name", "is_turn_clip", "is_output_of", "result_sid"]
+           "StoreLayout", "output_name", "source_of", "turn_clip_name", "is_turn_clip", "is_output_of", "result_sid"]
 
-SID_RE = re.compile(r"^(CA|WB)[0-9a-f]{32}$")
+SID_RE = re.compile(r"^(CA|WB)[0-9a-f]{32}$")  # a Twilio CallSid, or a browser call's id
+SOURCES = {"CA": "phone", "WB": "browser"}  # what carried the call, by the id's prefix
 
 TRACKS = ("inbound", "outbound")  # the caller; the assistant (or, listening, the other party)
 STAGED_SUFFIXES = (".partial", ".tmp")  # a file being written, renamed into place when whole
@@ -50,6 +51,11 @@ def validate_sid(sid: str) -> str:
     if not isinstance(sid, str) or not SID_RE.match(sid):
         raise InvalidCallSid(str(sid))
     return sid
+
+
+def source_of(sid: str) -> str:
+    """"phone" for a Twilio CallSid (CA…), "browser" for a browser call (WB…)."""
+    return SOURCES.get(sid[:2], "phone")
 
 
 def _in_folder(name: str, doc: str) -> property:

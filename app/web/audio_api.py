@@ -9,22 +9,31 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from app.audio.formats import FORMATS, choose_format, mp3_plan
+from app.micdrop.protocol import RATE as BROWSER_RATE
 from app.recording.finalize import finalize_call
 from app.storage.coordination import FormatChoice
-from app.storage.paths import validate_sid
+from app.storage.paths import source_of, validate_sid
 from app.storage.store import CallStore
 from app.web.deps import ApiKeyDep, ServicesDep
 from app.web.errors import ApiError, error_responses, not_recorded
 
 router = APIRouter(prefix="/audio", tags=["audio"])
 
+NATIVE_RATES = {"phone": 8000, "browser": BROWSER_RATE}  # Hz of each source's masters (Twilio: 8 kHz μ-law)
+
+
+def output_rate(services, source: str) -> int:
+    """The rate a call's files are written at: OUTPUT_SAMPLE_RATE, else the call's native rate."""
+    return services.settings.output_sample_rate or NATIVE_RATES[source]
+
 
 @router.get("/formats")
 @router.head("/formats", include_in_schema=False)
 async def formats(services: ServicesDep) -> dict:
     s = services.settings
-    plan = mp3_plan(s.output_sample_rate, s.mp3_kbps)
-    rate_factor = s.output_sample_rate / 8000
+    rate = output_rate(services, "phone")
+    plan = mp3_plan(rate, s.mp3_kbps)
+    rate_factor = rate / 8000
     out = []
     for f in FORMATS.values():
         kbps = f.typical_kbps_8k_mono * (rate_factor if f.lossless else 1)
@@ -38,6 +47,7 @@ async def formats(services: ServicesDep) -> dict:
             "options": f.options, "default": f.name == s.default_audio_format,
         })
     return {"formats": out, "default": s.default_audio_format, "sample_rate": s.output_sample_rate,
+            "native_rates": NATIVE_RATES,
             "channels": s.recording_channels,
             "mp3": {"requested_kbps": s.mp3_kbps, "used_kbps": plan.used_kbps, "max_kbps": plan.max_kbps,
                     "note": plan.note}}
@@ -119,7 +129,7 @@ async def set_format(call_sid: str, request: Request, services: ServicesDep,
     fmt, kbps = choose_format(*await _read_choice(request, fmt_q, bitrate_q))
     store, registry, coordinator = services.store, services.registry, services.coordinator
     choice = FormatChoice(fmt.name, kbps)
-    note = mp3_plan(services.settings.output_sample_rate, kbps or services.settings.mp3_kbps).note if fmt.name == "mp3" else None
+    note = mp3_plan(output_rate(services, source_of(call_sid)), kbps or services.settings.mp3_kbps).note if fmt.name == "mp3" else None
     base = {"call_sid": call_sid, "format": fmt.name, "bitrate_kbps": kbps, "settings": note}
     if call_sid in registry.live:
         coordinator.set_format(call_sid, choice)

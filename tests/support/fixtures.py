@@ -12,7 +12,7 @@ from tests.support.server import Server
 
 # A module-scoped server starts before the autouse `clean_environ` fixture runs: pin what it would clear.
 _NEUTRAL = {"PUBLIC_BASE_URL": "", "CALL_MODE": "assistant", "FORWARD_TO": "", "RECORDING_CHANNELS": "1",
-            "OUTPUT_SAMPLE_RATE": "8000", "MP3_BITRATE": "128k", "RECORD_CONVERSATIONS": "true",
+            "OUTPUT_SAMPLE_RATE": "", "MP3_BITRATE": "128k", "RECORD_CONVERSATIONS": "true",
             "DEFAULT_AUDIO_FORMAT": "mp3"}
 
 
