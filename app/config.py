@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # --- management API ---
     api_key: str | None = None
 
+    # --- browser calls (WS /web-call, the Micdrop protocol) ---
+    allowed_origins: str | None = None  # comma-separated origins allowed to open /web-call; unset: any
+    web_call_token_ttl_s: int = 120  # life of a browser-call token from POST /web-call/tokens
+    web_call_resume_s: int = 30  # a dropped browser call may reconnect this long; then it is finalised
+
     # --- limits ---
     max_ws_message_bytes: int = 64 * 1024
     max_call_seconds: int = 4 * 3600
@@ -128,6 +133,21 @@ class Settings(BaseSettings):
         if self.call_mode == "listen" and not self.forward_to:
             raise ValueError("CALL_MODE=listen needs FORWARD_TO (the number <Dial> rings)")
         return self
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: str | None) -> str | None:
+        if not v or not v.strip():
+            return None
+        for o in v.split(","):
+            if not re.match(r"^https?://[^/\s]+$", o.strip().rstrip("/")):
+                raise ValueError(f"ALLOWED_ORIGINS entry {o.strip()!r} must be an origin like https://shop.example.com")
+        return v
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """ALLOWED_ORIGINS as a set (empty: any origin may open a browser call)."""
+        return frozenset(o.strip().rstrip("/") for o in (self.allowed_origins or "").split(",") if o.strip())
 
     @property
     def mp3_kbps(self) -> int | None:

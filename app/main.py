@@ -20,7 +20,7 @@ from app.call.registry import CallRegistry
 from app.config import Settings
 from app.recording.finalize import ExportOptions
 from app.storage.store import CallStore
-from app.web import audio_api, calls_api, errors, health, media_stream, twilio_routes
+from app.web import audio_api, call_page, calls_api, errors, health, media_stream, twilio_routes, web_call
 from app.web.deps import Services
 from app.web.limits import BodySizeLimit
 
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
     store.coordinator.stream_secret()  # made (or read) now: a storage fault stops the start, not the first call
     services = Services(settings=settings, store=store, registry=registry, opts=opts,
                         agent_factory=agent_factory, events=events,
-                        chunk_bytes=chunk_bytes)
+                        chunk_bytes=chunk_bytes, web_calls=web_call.BrowserCalls())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
         if not settings.api_key:
             log.warning("API_KEY is not set: /calls, downloads and set-format are open to anyone who can reach "
                         "this server.")
+            web_call.warn_if_open(services)
         loop = asyncio.get_running_loop()
         recovery = loop.run_in_executor(registry.executor, registry.recover_sync)
         recovery.add_done_callback(_log_recovery_failure)
@@ -92,7 +93,8 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
     app.state.services = services
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for r in (twilio_routes.router, media_stream.router, audio_api.router, calls_api.router, health.router):
+    for r in (twilio_routes.router, media_stream.router, web_call.router, audio_api.router, calls_api.router,
+              health.router, call_page.router):
         app.include_router(r)
     return app
 

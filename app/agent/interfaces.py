@@ -130,6 +130,7 @@ class CallIO(Protocol):
     def add_turn(self, role: str, text: str, start: int, end: int, interrupted: bool = False, **extra: object) -> None: ...
     def read_caller_audio(self, start: int, stop: int) -> np.ndarray: ...  # int16 samples [start, stop) as recorded
     def journal_event(self, kind: str, **data: object) -> None: ...  # anything else the summary should know
+    def no_reply(self) -> None: ...  # the caller's turn gets no answer (a browser client stops waiting for one)
 
 
 class TurnCallback(Protocol):

@@ -63,6 +63,7 @@ class Utterance:
     interrupted: bool = False
     recorded: bool = False
     stats: dict[str, float] = field(default_factory=dict)
+    rate: int = SAMPLE_RATE  # the call's samples per second
 
     def pending(self) -> list[str]:
         return [m for m in self.marks if m not in self.echoed]
@@ -91,7 +92,7 @@ class Utterance:
             return None
         extra: dict[str, Any] = dict(self.stats)
         if self.turn_end is not None:
-            extra["latency_ms"] = round((self.first_audio - self.turn_end) * 1000 / SAMPLE_RATE, 1)
+            extra["latency_ms"] = round((self.first_audio - self.turn_end) * 1000 / self.rate, 1)
         if interrupted:
             extra["sent_text"] = self.full_text()
             extra.update({k: v for k, v in cut.items() if v})
@@ -111,8 +112,9 @@ class Playout:
     """
 
     def __init__(self, io: CallIO, tts: TextToSpeech, normalizer: Callable[[str], str],
-                 record: Callable[[AssistantTurn], None]) -> None:
+                 record: Callable[[AssistantTurn], None], rate: int = SAMPLE_RATE) -> None:
         self.io = io
+        self.rate = rate
         self.tts = tts
         self.normalizer = normalizer
         self._record = record
@@ -122,7 +124,7 @@ class Playout:
         self._ids = itertools.count(1)
 
     def new(self, kind: str, turn_end: int | None = None) -> Utterance:
-        utt = Utterance(next(self._ids), kind, turn_end)
+        utt = Utterance(next(self._ids), kind, turn_end, rate=self.rate)
         self.active.append(utt)
         return utt
 
@@ -192,17 +194,18 @@ class Playout:
             self.active.remove(utt)
         return True
 
-    def interrupt(self, now: int) -> list[str]:
+    def interrupt(self, now: int, cut_by: str = "barge-in") -> list[str]:
         """Barge-in at stream sample ``now`` (nothing may play after it): record every utterance
         as interrupted with what was heard, ignore the echoes of the marks still pending, and
-        return those marks (a clear must flush them)."""
+        return those marks (a clear must flush them). ``cut_by``: "barge-in", or "connection lost"
+        (a browser's socket dropped: its playback stopped there)."""
         flushed = list(self._pending_marks)
         self._ignored_marks.update(flushed)
         self._pending_marks.clear()
         for utt in list(self.active):
             utt.ends_call = False
             utt.interrupted = True
-            self._record_once(utt, interrupted=True, end=min(utt.end, now), cut_by="barge-in")
+            self._record_once(utt, interrupted=True, end=min(utt.end, now), cut_by=cut_by)
         return flushed
 
     def hang_up(self, now: int) -> None:

@@ -77,6 +77,7 @@ class AgentSession:
             once per final turn, for embedders (no audio is copied).
         hangup_grace_s: after a goodbye, hang up this long past the expected end of playback even
             if the last mark never echoes.
+        rate: the call's samples per second (its stream clock, the caller's audio, the voice).
 
     """
 
@@ -93,15 +94,17 @@ class AgentSession:
         normalizer: Callable[[str], str] = normalize_for_speech,
         on_turn: TurnCallback | None = None,
         hangup_grace_s: float = 5.0,
+        rate: int = SAMPLE_RATE,
     ) -> None:
         self.io = io
+        self.rate = rate
         self.responder = responder
         self.barge_in = barge_in
         self.min_barge_in_ms = min_barge_in_ms
         self.on_turn = on_turn
         self.hangup_grace_s = hangup_grace_s
         self.turns = TurnCollector(detector, stt)
-        self.playout = Playout(io, tts, normalizer, self._record_assistant)
+        self.playout = Playout(io, tts, normalizer, self._record_assistant, rate)
 
         self._history: list[Message | Utterance] = []
         self._turn_index = 0
@@ -126,19 +129,46 @@ class AgentSession:
         self._reply_task = asyncio.create_task(self._speak(utt, _aiter(sentences), time.perf_counter()))
 
     def feed_caller_audio(self, samples: np.ndarray, start_sample: int) -> None:
-        """One inbound frame (int16, 8 kHz) starting at stream sample ``start_sample``. Cheap, sync."""
+        """One inbound frame (int16 at the call's rate) starting at stream sample ``start_sample``. Cheap, sync."""
         if self._closed:
             return
         self.on_vad_events(self.turns.feed(samples, start_sample), start_sample + len(samples))
 
-    def detect(self, audio: np.ndarray, start_sample: int, frame: int = 160) -> list[VadEvent]:
+    def detect(self, audio: np.ndarray, start_sample: int) -> list[VadEvent]:
         """Run the turn detector over recorded audio (catching up); thread-safe while not live."""
-        return self.turns.detect(audio, start_sample, frame)
+        return self.turns.detect(audio, start_sample, self.rate // 50)
 
     def on_vad_events(self, events: list[VadEvent], now_sample: int) -> None:
         """React to the detector's events for audio up to ``now_sample``."""
         self.turns.take(events)
         self._check_barge_in(now_sample)
+
+    # --- turns the client reports (a browser's StartSpeaking / StopSpeaking) ------------------
+    def caller_started(self) -> None:
+        """The client heard the caller start: it stopped playing our audio at once, so whatever
+        is playing or being made is cut now (no minimum speech: the client's detector decided)."""
+        if self._closed:
+            return
+        replying = self._reply_task is not None and not self._reply_task.done()
+        if self.playout.marks_pending or replying:
+            self._spawn(self._interrupt())
+
+    def caller_stopped(self) -> None:
+        """The client heard the caller stop: the turn ends here. If our detector heard no speech
+        in it (noise the client took for speech), nothing will answer: the client is told so."""
+        if self._closed:
+            return
+        if not self.turns.end_turn(self.io.stream_sample()):
+            self.io.no_reply()
+
+    def connection_lost(self, cut_by: str = "connection lost") -> None:
+        """The client stopped playing without the caller speaking (its socket dropped, or it
+        paused): what was not heard is cut, recorded as cut by ``cut_by`` (no barge-in)."""
+        if self._closed:
+            return
+        replying = self._reply_task is not None and not self._reply_task.done()
+        if self.playout.marks_pending or replying:
+            self._spawn(self._interrupt(cut_by))
 
     def on_mark(self, name: str) -> None:
         """Twilio echoed mark ``name``."""
@@ -204,6 +234,7 @@ class AgentSession:
                 self._unanswered_end = turn.end
                 self._unanswered_stt_ms = turn.stt_ms
             if not self._unanswered:
+                self.io.no_reply()  # nothing intelligible: no answer is coming
                 continue
             if self.turns.more_coming():
                 self.turns.wait_for_quiet()  # the caller went on talking: answer everything together
@@ -238,6 +269,8 @@ class AgentSession:
             raise
         except Exception:
             log.exception("reply failed; keeping what was already said", extra={"utterance": utt.id})
+        if utt.first_audio is None:
+            self.io.no_reply()  # the reply said nothing (or failed before its first audio)
         utt.done = True
         self._maybe_finish(utt)
 
@@ -246,7 +279,7 @@ class AgentSession:
             if utt.ends_call:
                 self._hangup()
         elif utt.done and utt.ends_call and not utt.recorded and self._hangup_timer is None:
-            wait_s = max(0, utt.end - self.io.stream_sample()) / SAMPLE_RATE + self.hangup_grace_s
+            wait_s = max(0, utt.end - self.io.stream_sample()) / self.rate + self.hangup_grace_s
             self._hangup_timer = self._spawn(self._hangup_later(wait_s))
 
     # --- barge-in ---------------------------------------------------------------------------
@@ -254,7 +287,7 @@ class AgentSession:
         start = self.turns.detector.speech_start_sample
         if not self.barge_in or start is None or start == self._barged_for:
             return
-        if (now_sample - start) * 1000 / SAMPLE_RATE < self.min_barge_in_ms:
+        if (now_sample - start) * 1000 / self.rate < self.min_barge_in_ms:
             return
         replying = self._reply_task is not None and not self._reply_task.done()
         if not (self.playout.marks_pending or replying):
@@ -262,7 +295,7 @@ class AgentSession:
         self._barged_for = start
         self._spawn(self._interrupt())
 
-    async def _interrupt(self) -> None:
+    async def _interrupt(self, cut_by: str = "barge-in") -> None:
         task = self._reply_task
         if task is not None and not task.done():
             task.cancel()
@@ -272,9 +305,10 @@ class AgentSession:
             self._hangup_timer = None
         # From here to io.clear() nothing awaits: the snapshot is what the caller heard.
         now = self.io.stream_sample()
-        self.barge_ins += 1
-        flushed = self.playout.interrupt(now)
-        log.info("barge-in", extra={"flushed_marks": len(flushed), "stream_sample": now})
+        if cut_by == "barge-in":
+            self.barge_ins += 1
+        flushed = self.playout.interrupt(now, cut_by)
+        log.info(cut_by, extra={"flushed_marks": len(flushed), "stream_sample": now})
         if flushed:
             await self.io.clear()
 

@@ -113,13 +113,15 @@ class LocalWhisperSTT:
             )
             log.info("whisper model loaded", extra={"model_dir": str(self.model_dir)})
 
-    def transcribe_sync(self, audio: np.ndarray) -> str:
-        """Blocking transcription of int16 8 kHz audio."""
+    def transcribe_sync(self, audio: np.ndarray, rate: int = 8000) -> str:
+        """Blocking transcription of int16 audio at `rate` (Whisper listens at 16 kHz)."""
         pcm = np.asarray(audio, np.int16)
-        if len(pcm) < 800:  # under 0.1 s: nothing to hear
+        if len(pcm) < rate // 10:  # under 0.1 s: nothing to hear
             return ""
         self.load()
-        audio16k = resample(pcm.astype(np.float32) / 32768.0, 8000, 16000)
+        audio16k = pcm.astype(np.float32) / 32768.0
+        if rate != 16000:
+            audio16k = resample(audio16k, rate, 16000)
         segments, _info = self._model.transcribe(
             audio16k,
             language=self.language,
@@ -135,8 +137,8 @@ class LocalWhisperSTT:
         ]
         return " ".join(t for t in texts if t)
 
-    async def transcribe(self, audio: np.ndarray) -> str:
-        return await asyncio.to_thread(self.transcribe_sync, audio)
+    async def transcribe(self, audio: np.ndarray, rate: int = 8000) -> str:
+        return await asyncio.to_thread(self.transcribe_sync, audio, rate)
 
 
 def wav_bytes(audio: np.ndarray, sample_rate: int = 8000) -> bytes:
@@ -174,7 +176,7 @@ class OpenAISTT:
         self.language = language
         self.timeout = timeout
 
-    async def transcribe(self, audio: np.ndarray) -> str:
+    async def transcribe(self, audio: np.ndarray, rate: int = 8000) -> str:
         data = {"model": self.model, "response_format": "json"}
         if self.language:
             data["language"] = self.language
@@ -184,7 +186,7 @@ class OpenAISTT:
                 self.url,
                 headers=headers,
                 data=data,
-                files={"file": ("turn.wav", wav_bytes(audio), "audio/wav")},
+                files={"file": ("turn.wav", wav_bytes(audio, rate), "audio/wav")},
                 timeout=self.timeout,
             )
         except httpx.HTTPError as exc:

@@ -109,6 +109,15 @@ class TrackTranscriber:
     def on_dtmf(self, digit: str) -> None:
         """DTMF is journaled by the call itself."""
 
+    def caller_started(self) -> None:
+        """Turns are found in the settled masters, whatever the client says."""
+
+    def caller_stopped(self) -> None:
+        """Turns are found in the settled masters, whatever the client says."""
+
+    def connection_lost(self, cut_by: str = "connection lost") -> None:
+        """Nothing is playing: nothing to cut."""
+
     async def aclose(self) -> None:
         if self._closed:
             return

@@ -97,8 +97,10 @@ class HibariTTS:
                 engine("Ready.")  # builds the G2P and warms the session
                 self._engine = engine
 
-    def synth_sentences(self, text: str, stop: threading.Event | None = None) -> Iterator[bytes]:
-        """Blocking: PCM16 bytes at `rate`, one item per sentence."""
+    def synth_sentences(self, text: str, stop: threading.Event | None = None,
+                        rate: int | None = None) -> Iterator[bytes]:
+        """Blocking: PCM16 bytes at `rate` (default: the engine's), one item per sentence."""
+        rate = rate or self.rate
         self.load()
         engine = self._engine
         rng = np.random.default_rng(self.seed)
@@ -109,10 +111,10 @@ class HibariTTS:
                 return
             audio = engine.from_ids(engine.ids(ps), self.speed, rng)
             if len(audio):
-                yield to_pcm16(audio, engine.sample_rate, self.rate)
+                yield to_pcm16(audio, engine.sample_rate, rate)
 
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
-        async for chunk in _stream_from_thread(lambda stop: self.synth_sentences(text, stop)):
+    async def stream(self, text: str, rate: int | None = None) -> AsyncIterator[bytes]:
+        async for chunk in _stream_from_thread(lambda stop: self.synth_sentences(text, stop, rate)):
             yield chunk
 
 
@@ -179,17 +181,19 @@ class EspeakTTS:
             chunks.clear()
             return audio, int(e["rate"])
 
-    def synth_sentences(self, text: str, stop: threading.Event | None = None) -> Iterator[bytes]:
-        """Blocking: PCM16 bytes at `rate`, one item per sentence."""
+    def synth_sentences(self, text: str, stop: threading.Event | None = None,
+                        rate: int | None = None) -> Iterator[bytes]:
+        """Blocking: PCM16 bytes at `rate` (default: the engine's), one item per sentence."""
+        out_rate = rate or self.rate
         for sentence in split_sentences(text):
             if stop is not None and stop.is_set():
                 return
             audio, rate = self.synth(sentence)
             if len(audio):
-                yield to_pcm16(audio.astype(np.float32) / 32768.0, rate, self.rate)
+                yield to_pcm16(audio.astype(np.float32) / 32768.0, rate, out_rate)
 
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
-        async for chunk in _stream_from_thread(lambda stop: self.synth_sentences(text, stop)):
+    async def stream(self, text: str, rate: int | None = None) -> AsyncIterator[bytes]:
+        async for chunk in _stream_from_thread(lambda stop: self.synth_sentences(text, stop, rate)):
             yield chunk
 
 
@@ -220,13 +224,15 @@ class OpenAITTS:
         self.model = model
         self.voice = voice
         self.rate = rate
-        self.min_chunk = min_chunk_ms * rate // 1000
+        self.min_chunk_ms = min_chunk_ms
         self.timeout = timeout
 
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
+    async def stream(self, text: str, rate: int | None = None) -> AsyncIterator[bytes]:
+        rate = rate or self.rate
+        min_chunk = self.min_chunk_ms * rate // 1000
         body = {"model": self.model, "input": text, "voice": self.voice, "response_format": "pcm"}
         headers = auth_headers(self.api_key)
-        resampler = StreamResampler(self.SOURCE_RATE, self.rate)
+        resampler = StreamResampler(self.SOURCE_RATE, rate)
         carry = b""
         pending: list[np.ndarray] = []
         pending_n = 0
@@ -245,7 +251,7 @@ class OpenAITTS:
                     if len(out):
                         pending.append(out)
                         pending_n += len(out)
-                    if pending_n >= self.min_chunk:
+                    if pending_n >= min_chunk:
                         yield float_to_pcm16(np.concatenate(pending))
                         pending, pending_n = [], 0
         except httpx.HTTPError as exc:

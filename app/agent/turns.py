@@ -100,6 +100,13 @@ class TurnCollector:
             self._wants_quiet = False
             self._queue.put_nowait(QUIET)
 
+    def end_turn(self, end_sample: int) -> bool:
+        """The client says the caller stopped speaking at ``end_sample``: end the detector's turn
+        there. False when the detector heard no speech in it (noise: no turn, nothing to answer)."""
+        events = self.detector.flush(end_sample)
+        self.take(events)
+        return any(isinstance(ev, TurnEnded) for ev in events)
+
     def caller_speaking(self) -> bool:
         return self.detector.state in (TurnState.SPEAKING, TurnState.STOPPING)
 

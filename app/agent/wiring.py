@@ -27,7 +27,34 @@ __all__ = ["AgentFactory", "CallAgent"]
 
 log = logging.getLogger("callscribe.agent")
 
-CATCH_UP_BLOCK = 10 * SAMPLE_RATE  # samples of recorded caller audio the detector catches up on at a time
+CATCH_UP_S = 10  # seconds of recorded caller audio the detector catches up on at a time
+# A client that says when the caller stops (StopSpeaking) owns the end of the turn: our silence
+# timer is set past the longest turn, so only the client's word (or a forced cut) ends one.
+CLIENT_TURN_STOP_MS = 60_000
+
+
+class _SttAt:
+    """The shared speech-to-text, hearing one call's audio at its rate."""
+
+    def __init__(self, stt, rate: int) -> None:
+        self._stt, self._rate = stt, rate
+
+    async def transcribe(self, audio: np.ndarray) -> str:
+        if self._rate == SAMPLE_RATE:
+            return await self._stt.transcribe(audio)
+        return await self._stt.transcribe(audio, rate=self._rate)
+
+
+class _TtsAt:
+    """The shared voice, speaking at one call's rate."""
+
+    def __init__(self, tts, rate: int) -> None:
+        self._tts, self.rate = tts, rate
+
+    def stream(self, text: str):
+        if self.rate == getattr(self._tts, "rate", SAMPLE_RATE):
+            return self._tts.stream(text)
+        return self._tts.stream(text, rate=self.rate)
 
 
 class AgentFactory:
@@ -61,8 +88,11 @@ class AgentFactory:
                               business_name=s.business_name, assistant_name=s.assistant_name,
                               opening_hours=s.opening_hours)
 
-    def __call__(self, io: CallIO) -> "CallAgent":
-        return CallAgent(self, io)
+    def __call__(self, io: CallIO, rate: int = SAMPLE_RATE, *, turns_from_client: bool = False) -> "CallAgent":
+        """The assistant for one call at ``rate`` (its native rate: 8 kHz phone, 16 kHz browser).
+        ``turns_from_client``: the client says when the caller starts and stops speaking
+        (a browser's StartSpeaking/StopSpeaking); our detector only guards against noise."""
+        return CallAgent(self, io, rate, turns_from_client=turns_from_client)
 
     def transcriber(self, io: TranscriberIO, tracks: tuple[str, ...]) -> TrackTranscriber:
         """A transcript for a call the assistant does not answer, from the same speech-to-text."""
@@ -86,27 +116,33 @@ class CallAgent:
     heard and ``transcribe_tail()`` transcribes the caller turns still pending.
     """
 
-    def __init__(self, factory: AgentFactory, io: CallIO) -> None:
+    def __init__(self, factory: AgentFactory, io: CallIO, rate: int = SAMPLE_RATE, *,
+                 turns_from_client: bool = False) -> None:
         self.factory = factory
         self.io = io
+        self.rate = rate
+        self.turns_from_client = turns_from_client
         self.session: AgentSession | None = None
         self.responder = factory.responder()
         self._missed: tuple[int, int] | None = None  # caller samples received before the session was live
         self._starting: asyncio.Event | None = None  # set once start() is over
+        self._stop_pending = False  # the client ended a turn while the session was being built
         self._closed = False
 
     async def start(self) -> None:
         self._starting = starting = asyncio.Event()
         try:
             s = self.factory.settings
-            detector = await asyncio.to_thread(default_detector, TurnParams(stop_ms=s.end_of_turn_ms))
-            session = AgentSession(self.io, self.factory.stt, self.factory.tts, self.responder, detector,
-                                   barge_in=s.barge_in)
+            # Turns the client ends itself never end on our silence timer (the client decides).
+            stop_ms = CLIENT_TURN_STOP_MS if self.turns_from_client else s.end_of_turn_ms
+            detector = await asyncio.to_thread(default_detector, TurnParams(stop_ms=stop_ms), self.rate)
+            session = AgentSession(self.io, _SttAt(self.factory.stt, self.rate), _TtsAt(self.factory.tts, self.rate),
+                                   self.responder, detector, barge_in=s.barge_in, rate=self.rate)
             # Catch up from the recording on what arrived meanwhile (all of it, for a fast replay
             # that is already over): even then, the caller's turns are found and transcribed.
             while self._missed is not None:
                 (a, b), self._missed = self._missed, None
-                stop = min(b, a + CATCH_UP_BLOCK)  # a block at a time: memory stays flat for any backlog
+                stop = min(b, a + CATCH_UP_S * self.rate)  # a block at a time: memory stays flat for any backlog
                 if stop < b:
                     self._missed = (stop, b) if self._missed is None else (stop, max(b, self._missed[1]))
                 audio = self.io.read_caller_audio(a, stop)
@@ -115,6 +151,9 @@ class CallAgent:
             self.session = session  # from here on, frames go to it directly
             if not self._closed:
                 await session.start()
+                if self._stop_pending:
+                    self._stop_pending = False
+                    session.caller_stopped()
         finally:
             starting.set()
 
@@ -129,6 +168,22 @@ class CallAgent:
     def on_mark(self, name: str) -> None:
         if self.session is not None:
             self.session.on_mark(name)
+
+    # Turns the client reports (browser calls): before the session is live, an end is kept for it.
+    def caller_started(self) -> None:
+        self._stop_pending = False
+        if self.session is not None:
+            self.session.caller_started()
+
+    def caller_stopped(self) -> None:
+        if self.session is not None:
+            self.session.caller_stopped()
+        else:
+            self._stop_pending = True
+
+    def connection_lost(self, cut_by: str = "connection lost") -> None:
+        if self.session is not None:
+            self.session.connection_lost(cut_by)
 
     def on_dtmf(self, digit: str) -> None:
         if self.session is not None:

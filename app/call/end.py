@@ -10,6 +10,8 @@ __all__ = ["EndReason"]
 class EndReason(str, enum.Enum):
     CALLER_HUNG_UP = "caller hung up (stop)"
     CALLER_DISCONNECTED = "caller disconnected without stop"
+    BROWSER_HUNG_UP = "caller ended the browser call"
+    BROWSER_LOST = "browser connection lost and not resumed in time"
     ASSISTANT_HUNG_UP = "assistant hung up"
     LONGEST_CALL = "longest call reached"
     LONGEST_CALL_WALL = "longest call reached (wall clock)"

@@ -184,7 +184,7 @@ class CallSession:
         if self.ended or self.mode != "assistant":
             return None
         span = self.recorder.play(self.transport.as_heard(pcm), self.stream_sample())
-        await self.transport.send_audio(pcm)
+        await self.transport.send_audio(pcm, span[0])
         return span
 
     async def mark(self, name: str) -> None:
@@ -208,6 +208,8 @@ class CallSession:
                  **extra: Any) -> None:
         """One turn of the transcript; ``start``/``end`` are sample indexes on the call's clock."""
         self.recorder.add_turn(role, text, start, end, interrupted, **extra)
+        if not self.ended and text:
+            self.transport.said(role, text)
         if self.events is not None:
             index = extra.get("index", self._turn_index)
             self._turn_index += 1
@@ -217,6 +219,34 @@ class CallSession:
 
     def read_caller_audio(self, start: int, stop: int) -> np.ndarray:
         return self.read_track("inbound", start, stop)
+
+    def no_reply(self) -> None:
+        if not self.ended:
+            self.transport.no_reply()
+
+    # ------------------------------------------------------------------ turns the client reports
+    def caller_started(self) -> None:
+        """The client says the caller started speaking (a browser's StartSpeaking): the next
+        audio is a new burst, and the assistant stops talking (the client stopped playing it)."""
+        begin = getattr(self.recorder.clock, "begin_burst", None)
+        if begin is not None:
+            begin("inbound")
+        if self.agent is not None:
+            self.agent.caller_started()
+
+    def caller_stopped(self) -> None:
+        """The client says the caller stopped (StopSpeaking): the turn ends; with nobody to
+        answer it, the client is told at once that no answer is coming."""
+        if self.agent is not None:
+            self.agent.caller_stopped()
+        else:
+            self.no_reply()
+
+    def connection_lost(self, cut_by: str = "connection lost") -> None:
+        """The client stopped playing our audio without the caller speaking: its socket dropped
+        (it may come back), or it paused ("paused"). What was not heard is cut."""
+        if self.agent is not None:
+            self.agent.connection_lost(cut_by)
 
     def journal_event(self, kind: str, **data: Any) -> None:
         """Anything else the call's summary should know (e.g. the messages the assistant took)."""

@@ -3,7 +3,8 @@
 `CallTransport` is the session's only way out to the caller: assistant audio as PCM16 at the
 transport's rate (and what of it the caller will hear once the line's codec has had it, so the
 recording holds exactly that), marks (echoed back when playback reaches them) and clear (or the transport's
-equivalent), and close with a code and a reason. `CallParticipant` is what listens and talks on
+equivalent), close with a code and a reason, and two notices for clients that show the
+conversation (``said``: a transcript line; ``no_reply``: no answer is coming); a phone line ignores them. `CallParticipant` is what listens and talks on
 the call (the assistant, or the transcriber of a call nobody answers). `CallInfo` holds the facts
 a transport knows at the start: ids, mode, tracks, rate.
 """
@@ -22,13 +23,17 @@ class CallTransport(Protocol):
 
     def as_heard(self, pcm: bytes) -> bytes: ...  # the PCM as the caller will hear it (after the line's codec)
 
-    async def send_audio(self, pcm: bytes) -> None: ...  # PCM16 LE mono at `rate`, to be played in order
+    async def send_audio(self, pcm: bytes, at: int) -> None: ...  # PCM16 LE mono at `rate`, playing from sample `at`
 
     async def mark(self, name: str) -> None: ...  # the session's on_mark(name) follows when playback reaches it
 
     async def clear(self) -> None: ...  # drop what is queued and not yet played
 
     async def close(self, code: int, reason: str) -> None: ...  # end the call from our side
+
+    def said(self, role: str, text: str) -> None: ...  # a transcript line ("caller"/"assistant"), for clients that show it
+
+    def no_reply(self) -> None: ...  # the caller's turn gets no answer (a client waiting for one stops waiting)
 
 
 class CallParticipant(Protocol):
@@ -41,6 +46,13 @@ class CallParticipant(Protocol):
     def on_mark(self, name: str) -> None: ...
 
     def on_dtmf(self, digit: str) -> None: ...
+
+    # Turns a client reports itself (a browser's StartSpeaking / StopSpeaking), and a dropped socket.
+    def caller_started(self) -> None: ...
+
+    def caller_stopped(self) -> None: ...
+
+    def connection_lost(self, cut_by: str = "connection lost") -> None: ...
 
     async def aclose(self) -> None: ...
 

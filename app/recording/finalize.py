@@ -127,7 +127,7 @@ def _entries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _is_barge_in(turn: dict[str, Any]) -> bool:
     """An interrupted turn the caller cut by speaking (a hang-up cut is not a barge-in)."""
-    return bool(turn.get("interrupted")) and turn.get("cut_by") != "hangup"
+    return bool(turn.get("interrupted")) and turn.get("cut_by") not in ("hangup", "connection lost", "paused")
 
 
 def _conversation(records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:

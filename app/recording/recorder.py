@@ -191,8 +191,9 @@ class CallRecorder:
         if self.closed:
             return max(t.end for t in self.tracks.values())
         self.closed = True
-        # The call lasts as long as its stream (assistant audio queued past it was cut at hang-up).
-        end = max(self.clock.frontier, *(t.end for t in self.tracks.values()))
+        # The call lasts as long as its stream (assistant audio queued past it was cut at hang-up):
+        # for Twilio the furthest frame, for a clock that follows the wall the moment it ended.
+        end = max(self.clock.now(), *(t.end for t in self.tracks.values()))
         # Nothing is written past max_samples, and a hostile jump must not stretch the file past it either.
         end = min(end, max(self.max_samples, *(t.end for t in self.tracks.values())))
         for t in self.tracks.values():

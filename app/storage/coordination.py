@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Hashable
@@ -70,6 +71,12 @@ class Coordinator(Protocol):
 
     def stream_secret(self) -> bytes:
         """The secret stream tokens are signed with: the same in every process."""
+        ...
+
+    def use_once(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Claim a single-use key (a browser-call token's nonce) for ``owner`` (a call): True the
+        first time, and again for the same owner (its reconnects); False once another owner has it.
+        Kept at least ``ttl_s`` seconds (the key's own life)."""
         ...
 
 
@@ -149,6 +156,37 @@ class LocalCoordinator:
         if self._secret is None:
             self._secret = _shared_secret(self.layout.stream_secret)
         return self._secret
+
+
+    # ------------------------------------------------------------------ single-use keys
+    def use_once(self, key: str, owner: str, ttl_s: float) -> bool:
+        folder = self.layout.used_tokens
+        folder.mkdir(parents=True, exist_ok=True)
+        if not re.fullmatch(r"[0-9a-f]{16,64}", key):
+            return False
+        path = folder / key
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            try:
+                return path.read_text() == owner
+            except OSError:
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(owner)
+        self._prune_used(folder, ttl_s)
+        return True
+
+    @staticmethod
+    def _prune_used(folder: Path, ttl_s: float) -> None:
+        """Forget keys past their life (twice it, to be safe): an expired token is refused anyway."""
+        cutoff = time.time() - 2 * ttl_s
+        for p in folder.iterdir():
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+            except OSError:
+                pass  # another worker pruned it
 
 
 def _shared_secret(path: Path) -> bytes:

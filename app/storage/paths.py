@@ -6,6 +6,7 @@ Layout::
     <root>/call_<sid>_caller.<ext>, call_<sid>_other.<ext>     per-track files (PER_TRACK_FILES)
     <root>/call_<sid>_turn<NN>_<role>.<ext>                   per-turn clips (PER_TURN_CLIPS)
     <root>/.calls/.stream-secret                              the stream-token secret (mode 0600)
+    <root>/.calls/.used-tokens/<nonce>                        browser-call tokens used (and by which call)
     <root>/.calls/<sid>/inbound.wav, outbound.wav   PCM16 masters at the transport's rate
                        journal.jsonl                append-only events
                        status.jsonl                 Twilio's status callbacks
@@ -98,6 +99,10 @@ class StoreLayout:
     @property
     def stream_secret(self) -> Path:
         return self.calls_dir / ".stream-secret"
+
+    @property
+    def used_tokens(self) -> Path:
+        return self.calls_dir / ".used-tokens"
 
     def call(self, sid: str) -> CallFiles:
         return CallFiles(self.calls_dir / validate_sid(sid))

@@ -31,6 +31,7 @@ class Services:
     agent_factory: object = None  # callable(CallSession) -> the assistant (and .transcriber(io, tracks)), or None
     events: object = None  # RecordingEvents for embedders
     chunk_bytes: int = 32000
+    web_calls: object = None  # app.web.web_call.BrowserCalls: this process's browser calls
 
     @property
     def artefacts(self) -> ArtefactStore:

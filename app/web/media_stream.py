@@ -101,8 +101,8 @@ class TwilioTransport:
         """What the caller hears of it: G.711 μ-law is lossy (the recording holds the line's audio)."""
         return mulaw.decode_bytes(self._ulaw(pcm))
 
-    async def send_audio(self, pcm: bytes) -> None:
-        await self._shell.send_command(SendMedia(self._ulaw(pcm)))
+    async def send_audio(self, pcm: bytes, at: int) -> None:
+        await self._shell.send_command(SendMedia(self._ulaw(pcm)))  # Twilio plays it in order: `at` is implied
 
     async def mark(self, name: str) -> None:
         await self._shell.send_command(SendMark(name))
@@ -112,6 +112,12 @@ class TwilioTransport:
 
     async def close(self, code: int, reason: str) -> None:
         await self._shell.close(code, reason)
+
+    def said(self, role: str, text: str) -> None:
+        """A phone shows no transcript."""
+
+    def no_reply(self) -> None:
+        """A phone caller waits for nothing: silence says it."""
 
 
 class _StreamShell:

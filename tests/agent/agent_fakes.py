@@ -157,6 +157,9 @@ class FakeCallIO:
     def journal_event(self, kind: str, **data) -> None:
         self.journal.append((kind, data))
 
+    def no_reply(self) -> None:
+        self.journal.append(("no_reply", {}))
+
     def tick(self) -> None:
         due = [m for m in self.marks if m[1] <= self.now]
         self.marks = [m for m in self.marks if m[1] > self.now]

@@ -34,12 +34,16 @@ class FakeTransport:
     marks: list[str] = field(default_factory=list)
     clears: int = 0
     closed: list[tuple[int, str]] = field(default_factory=list)
+    said_lines: list[tuple[str, str]] = field(default_factory=list)
+    no_replies: int = 0
+    at: list[int] = field(default_factory=list)  # where each sent chunk plays (samples)
 
     def as_heard(self, pcm: bytes) -> bytes:
         return (np.frombuffer(pcm, "<i2") // 2).astype("<i2").tobytes()
 
-    async def send_audio(self, pcm: bytes) -> None:
+    async def send_audio(self, pcm: bytes, at: int) -> None:
         self.sent.append(pcm)
+        self.at.append(at)
 
     async def mark(self, name: str) -> None:
         self.marks.append(name)
@@ -49,6 +53,12 @@ class FakeTransport:
 
     async def close(self, code: int, reason: str) -> None:
         self.closed.append((code, reason))
+
+    def said(self, role: str, text: str) -> None:
+        self.said_lines.append((role, text))
+
+    def no_reply(self) -> None:
+        self.no_replies += 1
 
 
 @dataclass
