@@ -133,6 +133,7 @@ class _WebCallShell:
         self.closed_by_us = False
         self.warnings = 0
         self.ending = False
+        self._closing: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
 
     # --- sending (one sender at a time on a socket) ---
@@ -147,16 +148,33 @@ class _WebCallShell:
                 await self.ws.send_bytes(data)
 
     async def _close(self, code: int, reason: str) -> None:
+        """Start the close handshake and return: the reader goes on draining what the client still
+        sends until its close frame (a client mid-flood would otherwise stall the handshake
+        behind a full receive queue)."""
+        if self.closed_by_us:
+            return
+        self.closed_by_us = True
+        self._closing = asyncio.ensure_future(self._send_close(code, reason[:120]))
+
+    async def _send_close(self, code: int, reason: str) -> None:
         async with self._lock:
-            if self.closed_by_us:
-                return
-            self.closed_by_us = True
             with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-                await self.ws.close(code=code, reason=reason[:120])
+                await self.ws.close(code=code, reason=reason)
 
     async def refuse(self, code: int, reason: str) -> None:
         log.info("web call refused (%d): %s", code, reason)
         await self._close(code, reason)
+        await self._drain()
+
+    async def _drain(self, timeout: float = 10.0) -> None:
+        """Read and drop until the client's close frame (or give up after `timeout`)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            async with asyncio.timeout(timeout):
+                while await self._receive() is not None:
+                    pass
+        if self._closing is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._closing), 5)
 
     # --- the loop ---
     async def run(self) -> None:
@@ -331,13 +349,15 @@ class _WebCallShell:
         limit = self.services.settings.max_ws_message_bytes
         while True:
             frame = await self._receive()
-            if frame is None or bc.socket_id != self.socket_id or self.closed_by_us:
+            if frame is None:
                 return
+            if self.closed_by_us or bc.socket_id != self.socket_id:
+                continue  # closing (or replaced): drain until the client's close frame
             if len(frame) > limit:
-                await self.refuse(micdrop.BAD_REQUEST, f"frame of {len(frame)} bytes exceeds "
-                                                       f"MAX_WS_MESSAGE_BYTES={limit} (send ~100 ms chunks)")
                 call.journal_event("warning", what="frame too large", bytes=len(frame))
                 call.end_reason = EndReason.MESSAGE_TOO_LARGE
+                await self.refuse(micdrop.BAD_REQUEST, f"frame of {len(frame)} bytes exceeds "
+                                                       f"MAX_WS_MESSAGE_BYTES={limit} (send ~100 ms chunks)")
                 return
             ev = self.proto.receive(frame)
             if isinstance(ev, Audio):
@@ -360,9 +380,9 @@ class _WebCallShell:
                 if self.warnings == 1:
                     call.journal_event("warning", what="ignored frame", why=ev.why)
                 if self.warnings > MAX_WARNINGS:
+                    call.end_reason = EndReason.TOO_MANY_INVALID
                     await self.refuse(micdrop.BAD_REQUEST, f"more than {MAX_WARNINGS} frames that mean nothing "
                                                            "(audio outside a turn, unknown text)")
-                    call.end_reason = EndReason.TOO_MANY_INVALID
                     return
 
     async def after(self) -> None:
@@ -376,6 +396,7 @@ class _WebCallShell:
         if call.end_reason is not None or self.closed_by_us or code in HANG_UP_CODES or call.ended:
             reason = call.end_reason or (EndReason.BROWSER_HUNG_UP if code in HANG_UP_CODES
                                          else EndReason.CALLER_DISCONNECTED)
+            log.info("browser call %s: ended (%s, close code %s)", call.sid, reason, code)
             await self.finish(bc, reason)
             return
         wait = self.services.settings.web_call_resume_s
