@@ -125,7 +125,7 @@ class CallIO(Protocol):
     def stream_sample(self) -> int: ...   # the call's stream clock now (samples); exact, not extrapolated, once ended
     async def play(self, pcm: bytes) -> tuple[int, int] | None: ...  # PCM16 at the call's rate; returns [start, end) where it plays (None: call over)
     async def mark(self, name: str) -> None: ...     # send a mark; on_mark(name) is called when Twilio echoes it
-    async def clear(self) -> None: ...               # send clear; the recorder cuts its assistant track at stream_sample()
+    async def clear(self, at: int | None = None) -> None: ...  # send clear; the recording's assistant track is cut at `at` (default: stream_sample())
     async def hangup(self) -> None: ...              # close the stream (ends the call)
     def add_turn(self, role: str, text: str, start: int, end: int, interrupted: bool = False, **extra: object) -> None: ...
     def read_caller_audio(self, start: int, stop: int) -> np.ndarray: ...  # int16 samples [start, stop) as recorded

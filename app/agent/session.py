@@ -310,7 +310,7 @@ class AgentSession:
         flushed = self.playout.interrupt(now, cut_by)
         log.info(cut_by, extra={"flushed_marks": len(flushed), "stream_sample": now})
         if flushed:
-            await self.io.clear()
+            await self.io.clear(now)  # the cut where the snapshot was taken (a wall clock moves on)
 
     # --- recording --------------------------------------------------------------------------
     def _record_assistant(self, turn: AssistantTurn) -> None:

@@ -192,10 +192,11 @@ class CallSession:
             return
         await self.transport.mark(name)
 
-    async def clear(self) -> None:
+    async def clear(self, at: int | None = None) -> None:
+        """Barge-in: cut the assistant track at ``at`` (default: now) and drop what the transport queued."""
         if self.ended or self.mode != "assistant":
             return
-        self.recorder.clear(self.stream_sample())
+        self.recorder.clear(self.stream_sample() if at is None else at)
         await self.transport.clear()
 
     async def hangup(self) -> None:

@@ -50,6 +50,10 @@ log = logging.getLogger("callscribe.webcall")
 CALL_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")  # the page's per-call id: unguessable, never a path
 HANG_UP_CODES = {close_codes.NORMAL, close_codes.GOING_AWAY, 1005}  # the client's stop(), a closed tab
 MAX_WARNINGS = 200  # unknown frames tolerated on one socket before it is closed as hostile
+# At StartSpeaking the client sends the audio it queued while its detector made up its mind,
+# all at once, then one live chunk every ~100 ms. Frames arriving within this long of a turn's
+# first one are that queue: placed together, ending when they arrived (they were spoken before).
+BATCH_S = 0.025
 
 
 @dataclass
@@ -133,6 +137,9 @@ class _WebCallShell:
         self.closed_by_us = False
         self.warnings = 0
         self.ending = False
+        self._batch: list[bytes] | None = None  # a turn's first frames, placed together
+        self._batch_at = 0.0  # when its last frame arrived (call seconds)
+        self._batch_timer: asyncio.TimerHandle | None = None
         self._closing: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -360,14 +367,17 @@ class _WebCallShell:
                                                        f"MAX_WS_MESSAGE_BYTES={limit} (send ~100 ms chunks)")
                 return
             ev = self.proto.receive(frame)
+            if not isinstance(ev, Audio):
+                self._place_batch()
             if isinstance(ev, Audio):
-                call.on_audio("inbound", time.monotonic() - bc.t0, ev.pcm)
+                self._audio(ev.pcm)
                 if call.end_reason is EndReason.LONGEST_CALL and not self.ending:
                     self.ending = True
                     await transport.close(close_codes.NORMAL, "call reached MAX_CALL_SECONDS")
             elif ev is Command.START_SPEAKING:
                 transport.caller_speaking(True)
                 call.caller_started()
+                self._batch = []
             elif ev is Command.STOP_SPEAKING:
                 transport.caller_speaking(False)
                 call.caller_stopped()
@@ -385,11 +395,33 @@ class _WebCallShell:
                                                            "(audio outside a turn, unknown text)")
                     return
 
+    def _audio(self, pcm: bytes) -> None:
+        bc = self.bc
+        assert bc is not None
+        at = time.monotonic() - bc.t0
+        if self._batch is None:
+            bc.call.on_audio("inbound", at, pcm)
+            return
+        self._batch.append(pcm)
+        self._batch_at = at
+        if self._batch_timer is None:
+            self._batch_timer = asyncio.get_running_loop().call_later(BATCH_S, self._place_batch)
+
+    def _place_batch(self) -> None:
+        """The turn's first frames, as one chunk ending when the last of them arrived."""
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        batch, self._batch = self._batch, None
+        if batch and self.bc is not None and not self.bc.call.ended:
+            self.bc.call.on_audio("inbound", self._batch_at, b"".join(batch))
+
     async def after(self) -> None:
         """The socket is gone: hang up, or wait for a reconnect."""
         bc = self.bc
         if bc is None or bc.socket_id != self.socket_id:
             return  # refused, or a newer socket has the call
+        self._place_batch()
         bc.transport.detach()
         call = bc.call
         code = self.close_code

@@ -135,7 +135,7 @@ class FakeCallIO:
     async def mark(self, name: str) -> None:
         self.marks.append((name, max(self.queue_end, self.now)))
 
-    async def clear(self) -> None:
+    async def clear(self, at: int | None = None) -> None:
         self.clears.append(self.now)
         self.queue_end = self.now
         flushed, self.marks = self.marks, []

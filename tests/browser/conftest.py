@@ -1,8 +1,9 @@
 """Real Chromium (Debian's /usr/bin/chromium, never a downloaded one) on the browser call page,
 with a fake microphone that plays real speech.
 
-Run alone with `pytest tests/browser` or `-m browser`. Everything is skipped when Chromium or
-Python's playwright is missing.
+Run alone with `pytest tests/browser` or `-m browser`. `make test` installs both (Debian's
+chromium through scripts/system-deps.sh, playwright from the test extras); without them these
+tests fail and say so, rather than pass unseen.
 """
 
 from __future__ import annotations
@@ -49,9 +50,12 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="module")
 def playwright():
-    sync_api = pytest.importorskip("playwright.sync_api")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        pytest.fail("Python playwright is missing: `make test` installs it (pip install -e '.[test]')")
     if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs it (scripts/system-deps.sh, Debian chromium)")
     with sync_api.sync_playwright() as p:
         yield p
 
@@ -59,8 +63,6 @@ def playwright():
 @pytest.fixture(scope="module")
 def mic_wav(tmp_path_factory) -> Path:
     """48 kHz mono 16-bit: 1.5 s of silence, 2.99 s of real speech, then silence."""
-    if not SPEECH.exists():
-        pytest.skip("shared testdata not present")
     speech, rate = sf.read(SPEECH, dtype="float32")
     speech = soxr.resample(speech, rate, 48_000)
     audio = np.concatenate([np.zeros(int(48_000 * LEAD_SILENCE_S), "float32"), speech,

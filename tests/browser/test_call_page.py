@@ -9,7 +9,10 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
+import soundfile as sf
+import soxr
 
 from tests.browser.conftest import CallPage, launch
 from tests.support.server import open_local
@@ -217,3 +220,64 @@ def test_the_assistant_hears_the_caller_and_answers(make_server, browser):
         page.close()
     result = srv.result(sid, timeout=30)
     assert result["stats"]["caller_turns"] >= 1 and result["stats"]["assistant_turns"] >= 1
+    assert result["source"] == "browser" and result["audio"]["sample_rate"] == 16_000
+    # The sentence interrupted the greeting: a barge-in, the greeting cut where the caller came in.
+    turns = result["turns"]
+    greeting, caller = turns[0], next(t for t in turns if t["role"] == "caller")
+    assert result["stats"]["barge_ins"] == 1 and greeting["interrupted"] and greeting["cut_by"] == "barge-in"
+    assert caller["start_sample"] - 16_000 <= greeting["end_sample"] <= caller["end_sample"]
+    assert "young man" in caller["text"].lower()
+    # Both voices are in the recording where the transcript says: loud inside their turns.
+    folder = srv.responses / ".calls" / sid
+    inbound, _ = sf.read(str(folder / "inbound.wav"), dtype="int16")
+    outbound, _ = sf.read(str(folder / "outbound.wav"), dtype="int16")
+    rms = lambda x: float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if len(x) else 0.0  # noqa: E731
+    assert rms(inbound[caller["start_sample"]:caller["end_sample"]]) > 300
+    for t in turns:
+        if t["role"] == "assistant":
+            assert rms(outbound[t["start_sample"]:t["end_sample"]]) > 300, t
+    assert not outbound[greeting["end_sample"]:greeting["end_sample"] + 8000].any()  # cut: silence after
+
+
+def test_a_socket_dropped_mid_call_reconnects_into_the_same_recording(make_server, playwright, tmp_path):
+    """The network between page and server goes (a proxy cut: the page sees 1006); the page
+    reconnects with the same params and the server continues the same call and recording."""
+    from tests.browser.conftest import SPEECH
+    from tests.support.proxy import CuttableProxy
+
+    speech, rate = sf.read(SPEECH, dtype="float32")
+    speech = soxr.resample(speech, rate, 48_000)
+    gap = lambda s: np.zeros(int(48_000 * s), "float32")  # noqa: E731
+    mic = tmp_path / "two-sentences-48k.wav"
+    sf.write(mic, np.concatenate([gap(1.5), speech, gap(6.0), speech, gap(6.0)]), 48_000, subtype="PCM_16")
+    srv = make_server(**SERVER_ENV)
+    proxy = CuttableProxy(srv.port)
+    browser = launch(playwright, mic=mic)
+    page = CallPage(browser, proxy.base)
+    try:
+        page.page.click("#start")
+        page.wait_for(lambda: page.sent().count("StopSpeaking") >= 1, timeout=15, what="the first sentence")
+        sid = page.js("window.callscribe.sid")
+        proxy.cut()
+        page.wait_state("reconnecting", timeout=5)
+        page.wait_for(lambda: len(page.events("ws-open")) == 2, timeout=10, what="the reconnect")
+        page.wait_for(lambda: page.sent().count("StopSpeaking") >= 2, timeout=20, what="the second sentence")
+        assert page.js("window.callscribe.sid") == sid
+        assert page.error() == (None, "")  # recovered: no error left on screen
+        page.page.click("#stop")
+        page.wait_state("stopped")
+    finally:
+        page.close()
+        browser.close()
+        proxy.close()
+    result = srv.result(sid, timeout=30)
+    assert result["end_reason"] == "caller ended the browser call"
+    journal = [json.loads(x) for x in (srv.responses / ".calls" / sid / "journal.jsonl").read_text().splitlines()]
+    kinds = [e["t"] for e in journal]
+    assert kinds.count("disconnected") == 1 and kinds.count("reconnected") == 1
+    # both sentences are in the one recording, the second after the drop
+    inbound, r = sf.read(str(srv.responses / ".calls" / sid / "inbound.wav"), dtype="int16")
+    dropped_at = next(e["at_ms"] for e in journal if e["t"] == "disconnected") / 1000
+    loud = np.flatnonzero(np.abs(inbound.astype(np.int32)) > 1000) / r
+    assert loud.size and loud.min() < dropped_at < loud.max()
+    assert result["stats"]["talk_seconds"]["inbound"] > 2 * 2.0
