@@ -78,7 +78,8 @@ async def test_open_server_accepts_without_key_and_says_so_in_its_log(server):
 async def test_key_or_single_use_token_required(keyed):
     origin = {"origin": "https://shop.example.com"}
     for params, says in (({}, "Bearer <API_KEY>"), ({"authorization": "Bearer wrong"}, "wrong API key"),
-                         ({"authorization": "wct_1_2_3"}, "not a valid")):
+                         ({"authorization": "wct_1_2_3"}, "not a valid"),
+                         ({"authorization": "wct_9999999999_" + "0" * 32 + "_" + "0" * 32}, "not a valid")):
         c = await WebCallClient.open(keyed.port, params, additional_headers=origin)
         code, reason = await c.closed()
         assert (code, says in reason) == (4401, True), reason
