@@ -96,3 +96,34 @@ async def test_events_and_turn_clips(inproc_server):
     assert clip == f"call_{res.call_sid}_turn00_assistant.wav"
     x, r = sf.read(str(responses / clip), dtype="int16")
     assert r == 8000 and np.array_equal(x, audio)
+
+
+async def test_events_fire_for_browser_calls_too(inproc_server):
+    """A browser call (16 kHz, speech-only clock) gives the same events: per-message audio at its
+    rate, chunks that add up to its recording, the result at hang-up."""
+    from tests.support.webcall import WebCallClient
+
+    events = Collector()
+    base, responses = inproc_server(events, default_audio_format="wav", transcribe=False)
+    port = int(base.rsplit(":", 1)[1])
+    c = await WebCallClient.open(port, {})
+    await c.wait_for(lambda c: any(m["role"] == "assistant" for m in c.messages()))
+    sid = c.info()["sid"]
+    tone = (np.sin(np.arange(16000) * 2 * np.pi * 300 / 16000) * 6000).astype(np.int16)
+    await c.speak(tone)
+    await c.hang_up()
+    for _ in range(200):
+        if events.complete:
+            break
+        await asyncio.sleep(0.05)
+    assert len(events.complete) == 1 and events.complete[0]["call_sid"] == sid
+    role, index, text, audio, rate = events.turns[0]
+    assert (role, index, text, rate) == ("assistant", 0, "(greeting chime)", 16000)
+    master, _ = sf.read(str(responses / ".calls" / sid / "outbound.wav"), dtype="int16")
+    turn = events.complete[0]["turns"][0]
+    assert np.array_equal(audio, master[turn["start_sample"]:turn["end_sample"]]) and np.abs(audio).max() > 1000
+    for track in ("inbound", "outbound"):
+        rec, _ = sf.read(str(responses / ".calls" / sid / f"{track}.wav"), dtype="int16")
+        assert np.array_equal(np.concatenate(events.track_chunks[track]), rec)
+    inbound, _ = sf.read(str(responses / ".calls" / sid / "inbound.wav"), dtype="int16")
+    assert np.count_nonzero(inbound) == np.count_nonzero(tone)

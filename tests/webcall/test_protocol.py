@@ -279,3 +279,28 @@ async def test_set_format_before_during_and_after_for_browser_ids(server):
     pre = "WB" + "ab" * 16
     r = httpx.post(f"{base}/audio/set-format/{pre}", json={"format": "ogg"})
     assert r.status_code == 200 and r.json()["state"] != "live"
+
+
+async def test_a_browser_call_beside_a_phone_call_leaves_the_phone_call_bit_exact(server):
+    """Both transports in one process at once: the phone call's recording is still exactly the
+    audio its frames carried, and the browser call has its own."""
+    from app.audio import mulaw
+    from app.simulator import SimConfig, run_call
+
+    phone_audio = np.random.default_rng(7).integers(-8000, 8000, 4 * 8000).astype(np.int16)
+    c = await WebCallClient.open(server.port, {})
+    await c.wait_for(lambda c: any(t.startswith("Call ") for t in c.texts()))
+    web_sid = c.info()["sid"]
+    talk = asyncio.create_task(c.speak(tone(3.0, 440), realtime=1.0))
+    res = await run_call(SimConfig(server.base, phone_audio, speed=1.0, tail_s=0.0))
+    await talk
+    await c.hang_up()
+    await asyncio.to_thread(server.result, res.call_sid)
+    await asyncio.to_thread(server.result, web_sid)
+    phone, rate = sf.read(str(server.responses / ".calls" / res.call_sid / "inbound.wav"), dtype="int16")
+    assert rate == 8000
+    carried = mulaw.decode(mulaw.encode(phone_audio))  # what the line carried: μ-law
+    start = _find(phone, carried)
+    assert np.array_equal(phone[start:start + len(carried)], carried)
+    web, _ = masters(server, web_sid)
+    assert _find(web, tone(3.0, 440)) >= 0
