@@ -213,6 +213,10 @@ def test_the_assistant_hears_the_caller_and_answers(make_server, browser):
         stop_speaking = next(e["t"] for e in page.events("sent-command") if e["detail"] == "StopSpeaking")
         page.wait_for(lambda: any(e["t"] > stop_speaking for e in page.events("playback-start")), timeout=10,
                       what="the answer playing")
+        opened = page.events("ws-open")[0]["t"]
+        plays = [e["t"] for e in page.events("playback-start")]
+        print(f"\nin Chromium: socket open → greeting playing {plays[0] - opened:.0f} ms; "
+              f"StopSpeaking → answer playing {next(t for t in plays if t > stop_speaking) - stop_speaking:.0f} ms")
         assert page.problems == []
         sid = page.js("window.callscribe.sid")
         page.page.click("#stop")
