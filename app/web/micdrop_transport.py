@@ -71,6 +71,7 @@ class MicdropTransport:
         self._ending: tuple[int, str] | None = None  # our close (code, reason), once the audio has played
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self.frames_sent = 0
 
     # ------------------------------------------------------------------ the socket
@@ -94,7 +95,11 @@ class MicdropTransport:
         self._wake.set()
 
     async def stop(self) -> None:
-        """The call is over: stop pacing (what was not sent is not sent)."""
+        """The call is over: stop pacing (what was not sent is not sent). The flag as well as the
+        cancel: a cancel that lands as the pacer's wait completes can be lost (asyncio.wait_for on
+        Python 3.11), and the pacer must not go on waiting for a wake-up that never comes."""
+        self._stopped = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -160,7 +165,7 @@ class MicdropTransport:
             await self._send(lambda _: sock.close(code, reason[:120]), None)
 
     async def _pace(self) -> None:
-        while True:
+        while not self._stopped:
             self._wake.clear()  # before the work: what is queued while it awaits wakes the wait below
             now = self._now()
             while self._marks and self._marks[0][0] <= now:
@@ -175,10 +180,13 @@ class MicdropTransport:
             if self._ending is not None and not self._audio and not self._marks and now >= self._end:
                 await self._end_call()
                 return
+            if self._stopped:
+                return
             wait = self._next_wait(self._now())
             try:
-                await asyncio.wait_for(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
 
     def _next_wait(self, now: int) -> float | None:
