@@ -1,6 +1,6 @@
 """create_app(settings) and the lifespan: recovery at start, drain at stop; app_factory for workers.
 
-The store (app.storage) holds every call's state and files behind its two seams, so any number of
+The store (app.storage) holds every call's state and files behind its seams, so any number of
 app instances on one folder agree: `callscribe serve --workers N` runs N processes, each building
 its own app with `app_factory`, and any of them may take a call's webhook, stream, set-format or
 download.
@@ -40,6 +40,13 @@ def _log_recovery_failure(recovery: asyncio.Future) -> None:
                   "the next start or `callscribe recover`", type(exc).__name__, exc_info=exc)
 
 
+def _log_catalog_failure(refresh: asyncio.Future) -> None:
+    """The catalog check at start runs in the background: a failure leaves the listing as it was."""
+    if not refresh.cancelled() and refresh.exception() is not None:
+        log.error("the call catalog could not be checked or rebuilt at start-up (%s); listings may miss calls "
+                  "until the next start", type(refresh.exception()).__name__, exc_info=refresh.exception())
+
+
 def export_options(s: Settings) -> ExportOptions:
     return ExportOptions(default_format=s.default_audio_format, mp3_kbps=s.mp3_kbps, channels=s.recording_channels,
                          sample_rate=s.output_sample_rate, per_track_files=s.per_track_files,
@@ -75,6 +82,10 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
         recovery = loop.run_in_executor(registry.executor, registry.recover_sync)
         recovery.add_done_callback(_log_recovery_failure)
         app.state.recovery = recovery
+        # The catalog is rebuilt from the results when missing or stale: on its own thread, so neither
+        # the event loop nor the finalisation workers wait for it (a listing does, for a while).
+        services.catalog_ready = loop.run_in_executor(None, store.catalog.refresh, store)
+        services.catalog_ready.add_done_callback(_log_catalog_failure)
         warmup = getattr(services.agent_factory, "warmup", None)
         if warmup is not None:  # load the speech models without holding up start-up
             app.state.warmup = loop.run_in_executor(None, warmup)

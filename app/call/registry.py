@@ -8,7 +8,9 @@ it ends every live call and waits for their files.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from app import close_codes
@@ -16,6 +18,7 @@ from app.call.end import EndReason
 from app.call.session import CallSession
 from app.recording.events import RecordingEvents, emit
 from app.recording.finalize import ExportOptions, finalize_call, rewrite_transcript
+from app.storage.catalog import CatalogBusy
 from app.storage.coordination import CallLock
 from app.storage.store import CallStore
 from app.threads import background_executor
@@ -70,6 +73,29 @@ class CallRegistry:
     def add(self, call: CallSession) -> None:
         self.live[call.sid] = call
         call.begin()
+        self._catalog_live(call)
+
+    def _catalog_live(self, call: CallSession) -> None:
+        """The call's catalog row, so listings in every worker show it at once (finalisation replaces
+        it). The event loop waits a few ms at most: a busy catalog is written from a worker thread,
+        unless the call has ended by then (its finalisation writes the row). A failure is logged."""
+        info = call.info
+        mark = functools.partial(self.store.catalog.mark_live, call.sid, started_at=call.started_at,
+                                 source=info.source, mode=info.mode, from_last4=info.from_last4)
+        try:
+            mark(quick=True)
+        except CatalogBusy:
+            self.executor.submit(self._catalog_live_later, call.sid, mark)
+        except Exception as exc:
+            log.warning("call %s: not marked live in the catalog (%s)", call.sid, type(exc).__name__)
+
+    def _catalog_live_later(self, sid: str, mark: Callable[..., None]) -> None:
+        if sid not in self.live:
+            return
+        try:
+            mark()
+        except Exception as exc:
+            log.warning("call %s: not marked live in the catalog (%s)", sid, type(exc).__name__)
 
     # ------------------------------------------------------------------ ending
     async def finish(self, call: CallSession, reason: EndReason) -> dict[str, Any] | None:

@@ -80,7 +80,7 @@ class CallSession:
         self._last_audio_wall = wall_clock()
         self.recorder.event("start", call_sid=self.sid, stream_sid=info.stream_id, account_sid=info.account_id,
                             mode=info.mode, source=info.source, rate=info.rate, tracks=list(info.tracks),
-                            params=sorted(info.params))
+                            params=sorted(info.params), from_last4=info.from_last4)
 
     # ------------------------------------------------------------------ lifecycle
     def begin(self) -> None:

@@ -72,3 +72,4 @@ class CallInfo:
     account_id: str = ""
     tracks: tuple[str, ...] = ("inbound",)
     params: tuple[str, ...] = field(default_factory=tuple)  # names of custom parameters (never values)
+    from_last4: str | None = None  # the last four digits of the caller's number (phone calls), never more

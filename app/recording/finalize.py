@@ -7,7 +7,9 @@ format is changed (re-export from the kept masters).
 The steps, in `finalize_call`'s order: read the call (`read_call`: journal, masters, length),
 export its audio (`audio_outputs.export_conversation`), describe it (`_conversation` for what
 was said, `_describe` for the call JSON), write the records, then mark the call finalised and
-drop the masters it no longer needs (`_close_folder`).
+drop the masters it no longer needs (`_close_folder`), and last update the call's catalog row
+(`_catalog`). Every finalisation, recovery, re-export and transcript rewrite passes here, so the
+catalog follows them all; a catalog that cannot be written never fails a finalisation.
 """
 
 from __future__ import annotations
@@ -180,6 +182,7 @@ def _describe(sid: str, call: CallFacts, audio: ExportedAudio, part: dict[str, A
         "stream_sid": call.start.get("stream_sid"),
         "mode": call.mode,
         "source": call.start.get("source") or source_of(sid),  # phone or browser
+        "from_last4": call.start.get("from_last4"),  # the caller's number's last four digits (phone calls)
         "started_at": iso(call.start["wall"]) if call.start.get("wall") else None,
         "completed_at": iso(call.completed_at()),
         "duration_s": call.duration_s,
@@ -227,6 +230,16 @@ def _close_folder(call: CallFacts, audio: ExportedAudio, opts: ExportOptions) ->
             m.unlink(missing_ok=True)
 
 
+def _catalog(store: CallStore, result: dict[str, Any], *, finished: bool = True) -> None:
+    """The call's catalog row follows its result. Failing to write it is logged, never raised: the
+    result on disk is the truth, and the next start finds the row stale and rebuilds it."""
+    try:
+        store.catalog.upsert(result, finished=finished)
+    except Exception as exc:
+        log.warning("call %s: the catalog was not updated (%s); it is rebuilt at the next start",
+                    result.get("call_sid"), type(exc).__name__)
+
+
 # ---------------------------------------------------------------------------------- the steps together
 def rewrite_transcript(store: CallStore, sid: str) -> dict[str, Any] | None:
     """The transcript finished after hang-up: rewrite transcript, summary and JSON from the journal
@@ -239,6 +252,7 @@ def rewrite_transcript(store: CallStore, sid: str) -> dict[str, Any] | None:
     result.update(turns=part["turns"], dtmf=part["dtmf"], notes=part["notes"], transcript_pending=False)
     result["stats"].update(part["stats"])
     _write_records(store, sid, result, transcript)
+    _catalog(store, result, finished=store.is_finalized(sid))
     return result
 
 
@@ -266,8 +280,10 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
         # No audio could be written (e.g. a full disk): the call is not done. Its masters and
         # journal stay, without the finalized marker, so the next start (or `callscribe recover`)
         # exports it once there is room.
+        _catalog(store, result, finished=False)
         raise FinalizeIncomplete(f"call {sid}: no conversation audio could be written; masters kept in {call.files.folder}")
     _close_folder(call, audio, opts)
+    _catalog(store, result)
     log.info("call %s finalised in %.3f s (%s%s)", sid, result["stats"]["finalize_seconds"], audio.facts.get("format"),
              ", recovered" if recovered else "")
     return result

@@ -7,6 +7,8 @@ Layout::
     <root>/call_<sid>_turn<NN>_<role>.<ext>                   per-turn clips (PER_TURN_CLIPS)
     <root>/.calls/.stream-secret                              the stream-token secret (mode 0600)
     <root>/.calls/.used-tokens/<nonce>                        browser-call tokens used (and by which call)
+    <root>/.calls/catalog.sqlite3 (+ -wal, -shm)              the call catalog: one row a call (SqliteCatalog)
+    <root>/.calls/catalog.lock                                flocked by the process rebuilding the catalog
     <root>/.calls/<sid>/inbound.wav, outbound.wav   PCM16 masters at the transport's rate
                        journal.jsonl                append-only events
                        status.jsonl                 Twilio's status callbacks
@@ -103,6 +105,15 @@ class StoreLayout:
     @property
     def used_tokens(self) -> Path:
         return self.calls_dir / ".used-tokens"
+
+    @property
+    def catalog(self) -> Path:
+        """The call catalog's SQLite file (derived from the results; rebuilt when missing or stale)."""
+        return self.calls_dir / "catalog.sqlite3"
+
+    @property
+    def catalog_lock(self) -> Path:
+        return self.calls_dir / "catalog.lock"
 
     def call(self, sid: str) -> CallFiles:
         return CallFiles(self.calls_dir / validate_sid(sid))

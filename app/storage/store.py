@@ -1,10 +1,10 @@
 """CallStore: the one object the rest of the app asks about stored calls.
 
-It names every file (through `app.storage.paths`), keeps finished files in an `ArtefactStore`
-and leaves ownership, format choices and the stream secret to a `Coordinator`; it adds what needs
-both: whether a call has started, is finalised or kept its masters, its result, and the listings.
-The engines are chosen here, in one place: the local folder and file locks unless others are
-given (Redis and S3 later).
+It names every file (through `app.storage.paths`), keeps finished files in an `ArtefactStore`,
+leaves ownership, format choices and the stream secret to a `Coordinator` and the one-row-a-call
+listing to a `Catalog`; it adds what needs several: whether a call has started, is finalised or
+kept its masters, its result, and the listings. The engines are chosen here, in one place: the
+local folder, file locks and a SQLite catalog unless others are given (Redis and S3 later).
 """
 
 from __future__ import annotations
@@ -14,20 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from app.storage.artefacts import ArtefactStore, LocalArtefacts
+from app.storage.catalog import Catalog
 from app.storage.coordination import Coordinator, LocalCoordinator
-from app.storage.paths import SID_RE, CallFiles, StoreLayout, output_name
+from app.storage.paths import SID_RE, CallFiles, CallNotFound, StoreLayout, output_name
+from app.storage.sqlite_catalog import SqliteCatalog
 
 __all__ = ["CallStore"]
 
 
 class CallStore:
     def __init__(self, root: Path, create: bool = True, *, artefacts: ArtefactStore | None = None,
-                 coordinator: Coordinator | None = None) -> None:
-        """`create=False` only reads until something is written (a CLI that may refuse leaves no folder)."""
+                 coordinator: Coordinator | None = None, catalog: Catalog | None = None) -> None:
+        """`create=False` only reads until something is written (a CLI that may refuse leaves no folder;
+        the catalog's file is made when it is first used)."""
         self.layout = StoreLayout(Path(root).resolve())
         self.root = self.layout.root
         self.artefacts: ArtefactStore = artefacts or LocalArtefacts(self.root)
         self.coordinator: Coordinator = coordinator or LocalCoordinator(self.layout)
+        self.catalog: Catalog = catalog or SqliteCatalog(self.layout.catalog, self.layout.catalog_lock)
         if create:
             self.layout.calls_dir.mkdir(parents=True, exist_ok=True)
 
@@ -60,7 +64,18 @@ class CallStore:
         except ValueError:
             return None
 
+    def result_modified(self, sid: str) -> float | None:
+        """When the call's result was last written (epoch seconds), or None without one."""
+        try:
+            return self.artefacts.stat(sid, output_name(sid, "json")).modified
+        except CallNotFound:
+            return None
+
     # ------------------------------------------------------------------ listings
+    def result_sids(self) -> set[str]:
+        """Every call with a result (`call_<sid>.json`): what the catalog is rebuilt from."""
+        return self.artefacts.results()
+
     def list_sids(self) -> list[str]:
         """Every call with a folder or a result."""
         folders = {p.name for p in self.layout.calls_dir.iterdir() if SID_RE.match(p.name)}

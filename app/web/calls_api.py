@@ -1,21 +1,41 @@
-"""GET /calls, /calls/{sid}, and downloads of a call's files."""
+"""GET /calls (a page of the call catalog, filtered and sorted), /calls/{sid}, and downloads of a call's files."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import PurePath
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from app.audio.formats import FORMATS
 from app.recording.journal import read_journal
 from app.recording.summary import iso
+from app.storage.catalog import MAX_LIMIT, MODES, SORT_KEYS, SOURCES, STATUSES, CatalogQueryError
 from app.storage.paths import validate_sid
 from app.web.deps import ApiKeyDep, Services, ServicesDep
-from app.web.errors import error_responses, not_recorded
+from app.web.errors import ApiError, error_responses, not_recorded
+from app.web.when import when
 
 router = APIRouter(prefix="/calls", tags=["calls"], dependencies=[ApiKeyDep])
+
+CATALOG_WAIT_S = 10.0  # a listing during the start-up rebuild waits this long for it, then shows what is there
+_UNFINISHED = "the server stopped during this call; it is finalised at the next start (or `callscribe recover`)"
+
+_SINCE = Annotated[str | None, Query(description="calls started at or after: 2025-07-13 or 2025-07-13T10:30:00Z "
+                                                 "(no zone: UTC)")]
+_UNTIL = Annotated[str | None, Query(description="calls started before this time; a date alone includes that day")]
+_STATUS = Annotated[str | None, Query(description=f"one or more of {', '.join(STATUSES)}, comma-separated")]
+_SOURCE = Annotated[str | None, Query(description=f"one of {', '.join(SOURCES)}")]
+_MODE = Annotated[str | None, Query(description=f"one of {', '.join(MODES)} (listen: the fork-and-dial recorder)")]
+_Q = Annotated[str | None, Query(description="words in the transcript (each must occur; a word's start matches)")]
+_SORT = Annotated[str, Query(description=f"one of {', '.join(SORT_KEYS)}")]
+_ORDER = Annotated[str, Query(description="desc (default) or asc")]
+_LIMIT = Annotated[int, Query(description=f"rows a page, 1 to {MAX_LIMIT}")]
+_OFFSET = Annotated[int, Query(description="rows to skip")]
 
 _MEDIA = {"." + f.extension: f.media_type for f in FORMATS.values()} | {".txt": "text/plain; charset=utf-8",
                                                                         ".json": "application/json"}
@@ -45,13 +65,34 @@ def _in_progress(services: Services, sid: str, state: str) -> dict:
     return {}
 
 
+def _links(sid: str, files: dict[str, Any]) -> dict[str, str]:
+    names = [n for n in files.values() if isinstance(n, str)] + files.get("tracks", []) + files.get("turn_clips", [])
+    return {n: f"/calls/{sid}/files/{n}" for n in names}
+
+
+def _listed(services: Services, row: dict[str, Any]) -> dict:
+    """A catalog row as the listing shows it. A finished row is what it says; a live (or failed) one
+    is checked, as `/calls/{sid}` checks it: a live row whose call nobody records any more is a call
+    a crash left unfinished."""
+    sid, status, why = row["sid"], row["status"], row["status_reason"]
+    state = "finalized" if status in ("finalized", "recovered") else _state(services, sid)
+    state = "unfinished" if state == "pending" else state  # it started: the catalog has it
+    if status == "live" and state != "live":
+        status, why = ("finalized", None) if state == "finalized" else ("unfinished", _UNFINISHED)
+    stamp = {k: iso(row[k]) if row[k] is not None else None for k in ("started_at", "completed_at")}
+    return {"call_sid": sid, "state": state, "status": status, "status_reason": why, "mode": row["mode"],
+            "source": row["source"], **stamp, "duration_s": row["duration_s"], "format": row["format"],
+            "size_bytes": row["size_bytes"], "from_last4": row["from_last4"], "turns": row["turns"],
+            "barge_ins": row["barge_ins"], "latency_ms": row["latency_ms"], "end_reason": row["end_reason"],
+            "warnings": row["warnings"], "recovered": row["recovered"],
+            "transcript_pending": row["transcript_pending"], "files": _links(sid, row["files"])}
+
+
 def _public(services: Services, sid: str, full: bool) -> dict:
     state = _state(services, sid)
     result = services.store.read_result(sid) or {}
     known = result or _in_progress(services, sid, state)
-    files = result.get("files", {})
-    names = [n for n in files.values() if isinstance(n, str)] + files.get("tracks", []) + files.get("turn_clips", [])
-    links = {n: f"/calls/{sid}/files/{n}" for n in names}
+    links = _links(sid, result.get("files", {}))
     base = {"call_sid": sid, "state": state, "mode": known.get("mode"),
             "started_at": known.get("started_at"), "completed_at": result.get("completed_at"),
             "duration_s": result.get("duration_s"), "format": (result.get("audio") or {}).get("format"),
@@ -62,13 +103,31 @@ def _public(services: Services, sid: str, full: bool) -> dict:
     return base
 
 
-@router.get("", responses=error_responses(401))
+@router.get("", responses=error_responses(401, 422))
 @router.head("", include_in_schema=False)
-async def list_calls(services: ServicesDep) -> dict:
-    data = [_public(services, sid, False) for sid in services.store.list_sids()]
-    data = [d for d in data if d["state"] != "pending"]
-    data.sort(key=lambda d: d.get("started_at") or "", reverse=True)
-    return {"data": data, "count": len(data)}
+async def list_calls(services: ServicesDep, since: _SINCE = None, until: _UNTIL = None, status: _STATUS = None,
+                     source: _SOURCE = None, mode: _MODE = None, q: _Q = None, sort: _SORT = "started_at",
+                     order: _ORDER = "desc", limit: _LIMIT = 50, offset: _OFFSET = 0) -> dict:
+    """The recorded calls, newest first: one page from the catalog, with the number that match."""
+    if order not in ("asc", "desc"):
+        raise ApiError(422, f"order {order!r} is not accepted; accepted: asc, desc")
+    start, end = when(since, "since"), when(until, "until")
+    if start is not None and end is not None and start >= end:
+        raise ApiError(422, f"since ({since}) must be before until ({until})")
+    ready = services.catalog_ready
+    if isinstance(ready, asyncio.Future) and not ready.done():  # the catalog is being rebuilt at start-up
+        await asyncio.wait([ready], timeout=CATALOG_WAIT_S)
+    def page() -> tuple[list[dict], int]:  # off the event loop: SQLite, and a lock test for live rows
+        rows, total = services.store.catalog.query(
+            since=start, until=end, status=status.split(",") if status else None, source=source, mode=mode, text=q,
+            sort=sort, descending=order == "desc", limit=limit, offset=offset)
+        return [_listed(services, row) for row in rows], total
+
+    try:
+        data, total = await run_in_threadpool(page)
+    except CatalogQueryError as exc:
+        raise ApiError(422, str(exc)) from None
+    return {"data": data, "count": len(data), "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/{call_sid}", responses=error_responses(400, 401, 404))

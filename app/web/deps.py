@@ -32,6 +32,7 @@ class Services:
     events: object = None  # RecordingEvents for embedders
     chunk_bytes: int = 32000
     web_calls: object = None  # app.web.web_call.BrowserCalls: this process's browser calls
+    catalog_ready: object = None  # asyncio.Future: the catalog's check (and rebuild) at start-up
 
     @property
     def artefacts(self) -> ArtefactStore:

@@ -32,7 +32,7 @@ from app.twilio.events import Connected, Dtmf, Mark, Media, SendClear, SendMark,
 from app.twilio.protocol import ProtocolError, ProtocolWarning, SendRefused, StreamProtocol
 from app.twilio.signature import validate
 from app.web.deps import Services
-from app.web.twilio_routes import stream_token
+from app.web.twilio_routes import FROM_LAST4_PARAM, stream_token, streamed_last4
 
 router = APIRouter()
 log = logging.getLogger("callscribe.stream")
@@ -315,7 +315,8 @@ class _StreamShell:
         st = s.settings
         info = CallInfo(sid=ev.call_sid, mode=mode, rate=RATE, source="phone", stream_id=ev.stream_sid,
                         account_id=ev.account_sid, tracks=tuple(ev.tracks),
-                        params=tuple(k for k in ev.custom_parameters if k != "token"))
+                        params=tuple(k for k in ev.custom_parameters if k not in ("token", FROM_LAST4_PARAM)),
+                        from_last4=streamed_last4(ev.custom_parameters))
         limits = CallLimits(reorder_window_ms=st.reorder_window_ms, max_clock_jump_s=st.max_clock_jump_s,
                             max_call_seconds=st.max_call_seconds, export_interval_s=st.export_interval_s)
         try:

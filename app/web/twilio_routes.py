@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 
 from fastapi import APIRouter, Request, Response
 
@@ -17,6 +18,8 @@ from app.web.errors import ApiError
 
 router = APIRouter(tags=["twilio"])
 log = logging.getLogger("callscribe.twilio")
+
+FROM_LAST4_PARAM = "fromLast4"  # the stream parameter carrying the caller's number's last four digits
 
 
 def public_url(services: Services, request: Request, scheme: str | None = None) -> str:
@@ -41,6 +44,20 @@ def stream_url(services: Services, request: Request) -> str:
         return "wss" + base[base.index("://"):] + "/media-stream"
     scheme = "wss" if request.url.scheme == "https" else "ws"
     return f"{scheme}://{request.url.netloc}/media-stream"
+
+
+def from_last4(number: str) -> str | None:
+    """The last four digits of the caller's number (Twilio's `From`), or None when it is not a
+    number ("anonymous", "client:alice"). Only these four digits go on, to the stream's `start` and
+    so to the call's journal, JSON and catalog row: never the number."""
+    digits = re.sub(r"[^0-9]", "", number)
+    return digits[-4:] if re.fullmatch(r"\+?[0-9 ().-]+", number) and len(digits) >= 4 else None
+
+
+def streamed_last4(custom_parameters: dict[str, str]) -> str | None:
+    """The four digits the webhook handed to the stream, when that is all the parameter holds."""
+    value = custom_parameters.get(FROM_LAST4_PARAM)
+    return value if isinstance(value, str) and re.fullmatch(r"[0-9]{4}", value) else None
 
 
 def stream_token(secret: bytes, call_sid: str) -> str:
@@ -76,6 +93,9 @@ async def voice(request: Request, services: ServicesDep) -> Response:
         body = twiml.say_and_hangup("Sorry, all our lines are busy. Please call again later.")
         return Response(body, media_type="text/xml")
     stream_params = {"token": stream_token(services.stream_secret, sid), "callSid": sid}
+    last4 = from_last4(params.get("From", ""))
+    if last4:
+        stream_params[FROM_LAST4_PARAM] = last4
     url = stream_url(services, request)
     if s.call_mode == "listen":
         body = twiml.listen_and_dial(url, stream_params, s.forward_to or "")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
+
 import pytest
 
 from app import close_codes
@@ -73,3 +77,41 @@ async def test_recovery_finalises_a_crashed_call_and_leaves_one_another_worker_h
     assert result["recovered"] is True and result["duration_s"] == 0.5
     assert [r for r in read_journal(crashed.recorder.journal.path) if r["t"] == "stop"] == []
     assert restarted.recovered_count == 1 and not registry.store.is_finalized(held.sid)
+
+
+async def test_a_call_is_in_the_catalog_from_its_start_and_recovery_updates_its_row(open_call, registry):
+    call, crashed = open_call("listen"), open_call()
+    catalog = registry.store.catalog
+    assert [catalog.get(c.sid)["status"] for c in (call, crashed)] == ["live", "live"]
+    assert catalog.get(call.sid)["mode"] == "listen" and catalog.get(call.sid)["started_at"] == call.started_at
+    call.on_audio("inbound", 0, level(1000, 500))
+    await registry.finish(call, EndReason.CALLER_HUNG_UP)
+    assert catalog.get(call.sid)["status"] == "finalized" and catalog.get(call.sid)["duration_s"] == 0.5
+    await _crash(registry, crashed)
+    restarted = CallRegistry(registry.store, registry.opts)
+    try:
+        restarted.recover_sync()
+    finally:
+        restarted.executor.shutdown(wait=True)
+    assert catalog.get(crashed.sid)["status"] == "recovered"
+
+
+async def test_a_busy_catalog_does_not_hold_up_a_calls_start(open_call, registry):
+    catalog = registry.store.catalog
+    catalog.count()  # the file exists
+    writer = sqlite3.connect(registry.store.layout.catalog, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process writing, for longer than a call's start may wait
+    try:
+        t = time.perf_counter()
+        call = open_call()
+        waited = time.perf_counter() - t
+        assert waited < 0.5 and catalog.get(call.sid) is None
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+    for _ in range(500):  # written from a worker thread once the catalog is free
+        if catalog.get(call.sid) is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert catalog.get(call.sid)["status"] == "live"
+    print(f"call start with the catalog busy: {waited * 1000:.0f} ms")

@@ -47,6 +47,14 @@ def voice_form(call_sid: str, account_sid: str = TEST_ACCOUNT, params: dict | No
             "Direction": "inbound", "From": "+15005550006", "To": "+15005550001"} | (params or {})
 
 
+PARAMETER_RE = re.compile(r'<Parameter name="([^"]+)" value="([^"]*)"')
+
+
+def parameters_from(twiml: str) -> dict[str, str]:
+    """Every `<Parameter>` of the webhook's TwiML: what Twilio sends as the stream's customParameters."""
+    return dict(PARAMETER_RE.findall(twiml))
+
+
 def token_from(twiml: str) -> str:
     """The stream token the webhook's TwiML hands to the Media Stream."""
     m = TOKEN_RE.search(twiml)

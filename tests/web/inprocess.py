@@ -13,7 +13,7 @@ from starlette.testclient import TestClient, WebSocketTestSession
 from app.audio import mulaw
 from app.config import Settings
 from tests.support.frames import (
-    CONNECTED, FIRST_TS, FRAME_MS, media_msg, new_sid, start_msg, stop_msg, token_from, voice_form,
+    CONNECTED, FIRST_TS, FRAME_MS, media_msg, new_sid, parameters_from, start_msg, stop_msg, token_from, voice_form,
 )
 
 
@@ -41,20 +41,22 @@ def level_payload(value: int) -> bytes:
 
 
 def stream_call(client: TestClient, *, seconds: float = 1.0, value: int = 1000, tracks: tuple[str, ...] = ("inbound",),
-                sid: str | None = None, during: During | None = None) -> str:
+                sid: str | None = None, during: During | None = None, form: dict[str, str] | None = None) -> str:
     """One call as Twilio makes it: the voice webhook, then its Media Stream (connected, start with the
-    webhook's token, `seconds` of frames of one level on each track, `during(ws, stream_sid)`, stop).
+    webhook's parameters, `seconds` of frames of one level on each track, `during(ws, stream_sid)`, stop).
     `during` returns True when it saw the server close the stream (no stop is sent then).
     Returns the CallSid once the call's files are final."""
     sid = sid or new_sid()
-    token = token_from(client.post("/voice", data=voice_form(sid)).text)
+    twiml = client.post("/voice", data=voice_form(sid, params=form)).text
+    token_from(twiml)  # a clear error when the webhook handed out no stream token
+    params = parameters_from(twiml)
     stream = new_sid("MZ")
     payload = level_payload(value)
     store = client.app.state.services.store
     seq = 1
     with client.websocket_connect("/media-stream") as ws:
         ws.send_text(CONNECTED)
-        ws.send_text(start_msg(seq, stream, sid, {"token": token}, tracks=tracks))
+        ws.send_text(start_msg(seq, stream, sid, params, tracks=tracks))  # every <Parameter>, as Twilio sends them
         for i in range(round(seconds * 1000 / FRAME_MS)):
             for track in tracks:
                 seq += 1

@@ -13,7 +13,7 @@ from tests.web.inprocess import look_mid_call
 async def test_no_calls_yet_is_an_empty_list(serve):
     client = await serve()
     r = await client.get("/calls")
-    assert r.status_code == 200 and r.json() == {"data": [], "count": 0}
+    assert r.status_code == 200 and r.json() == {"data": [], "count": 0, "total": 0, "limit": 50, "offset": 0}
 
 
 async def test_a_recorded_call_is_listed_described_and_its_files_downloadable(recorded, serve, tmp_path):
