@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     keep_masters: bool = True
     per_track_files: bool = False
     per_turn_clips: bool = False
+    timeline_svg: bool = True  # write call_<sid>_timeline.svg (the picture of the call) with the other outputs
 
     # --- Twilio side ---
     public_base_url: str | None = None

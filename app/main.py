@@ -20,7 +20,8 @@ from app.call.registry import CallRegistry
 from app.config import Settings
 from app.recording.finalize import ExportOptions
 from app.storage.store import CallStore
-from app.web import audio_api, call_page, calls_api, errors, health, media_stream, twilio_routes, web_call
+from app.web import audio_api, call_admin, call_page, call_view, calls_api, dashboard, errors, health, media_stream
+from app.web import twilio_routes, web_call
 from app.web.deps import Services
 from app.web.limits import BodySizeLimit
 
@@ -51,7 +52,7 @@ def export_options(s: Settings) -> ExportOptions:
     return ExportOptions(default_format=s.default_audio_format, mp3_kbps=s.mp3_kbps, channels=s.recording_channels,
                          sample_rate=s.output_sample_rate, per_track_files=s.per_track_files,
                          keep_masters=s.keep_masters, record_audio=s.record_conversations,
-                         per_turn_clips=s.per_turn_clips)
+                         per_turn_clips=s.per_turn_clips, timeline_svg=s.timeline_svg)
 
 
 def create_app(settings: Settings | None = None, agent_factory=None, events=None, chunk_bytes: int = 32000) -> FastAPI:
@@ -105,7 +106,7 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for r in (twilio_routes.router, media_stream.router, web_call.router, audio_api.router, calls_api.router,
-              health.router, call_page.router):
+              health.router, call_page.router, call_view.router, dashboard.router, call_admin.router):
         app.include_router(r)
     return app
 

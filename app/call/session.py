@@ -78,9 +78,11 @@ class CallSession:
         self.ended = False
         self.end_reason: EndReason | None = None
         self._last_audio_wall = wall_clock()
+        resumed = self.recorder.clock.frontier  # a restarted call continues after what is on disk
         self.recorder.event("start", call_sid=self.sid, stream_sid=info.stream_id, account_sid=info.account_id,
                             mode=info.mode, source=info.source, rate=info.rate, tracks=list(info.tracks),
-                            params=sorted(info.params), from_last4=info.from_last4)
+                            params=sorted(info.params), from_last4=info.from_last4,
+                            **({"resumed_at_sample": resumed} if resumed else {}))
 
     # ------------------------------------------------------------------ lifecycle
     def begin(self) -> None:

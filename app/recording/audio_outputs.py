@@ -40,6 +40,7 @@ class ExportOptions:
     keep_masters: bool = True
     record_audio: bool = True  # RECORD_CONVERSATIONS=false: transcript and summary only, masters deleted
     per_turn_clips: bool = False  # one clip per turn: call_<sid>_turn<NN>_<role>.<ext>
+    timeline_svg: bool = True  # the picture of the call: call_<sid>_timeline.svg
 
 
 def chosen_format(store: CallStore, sid: str, opts: ExportOptions) -> tuple[str, int | None]:

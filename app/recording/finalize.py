@@ -26,6 +26,8 @@ from app.recording.audio_outputs import (
 )
 from app.recording.export import ConversationExporter
 from app.recording.journal import read_journal
+from app.recording.picture import picture_of
+from app.recording.picture_svg import render_svg
 from app.recording.summary import iso, latency_stats, summary_text, transcript_lines
 from app.recording.track import repair_header, track_rate, track_samples
 from app.storage.paths import CallFiles, output_name, source_of
@@ -222,6 +224,18 @@ def _write_records(store: CallStore, sid: str, result: dict[str, Any], transcrip
     write(output_name(sid, "json"), json.dumps(result, indent=2, default=str) + "\n")
 
 
+def _write_picture(store: CallStore, sid: str, call: CallFacts, result: dict[str, Any]) -> bool:
+    """The picture of the call beside its other files (before the masters may go). A picture that
+    cannot be drawn is a warning in the log, never a failed finalisation."""
+    try:
+        svg = render_svg(picture_of(call.files.folder, result))
+        store.artefacts.write_text(output_name(sid, "timeline"), svg)
+        return True
+    except Exception as exc:
+        log.warning("call %s: the timeline picture was not written (%s)", sid, type(exc).__name__)
+        return False
+
+
 def _close_folder(call: CallFacts, audio: ExportedAudio, opts: ExportOptions) -> None:
     """Mark the call finalised, and drop its masters unless they are kept or still the only audio."""
     call.files.finalized.write_text(iso(time.time()) + "\n")
@@ -274,6 +288,8 @@ def finalize_call(store: CallStore, sid: str, opts: ExportOptions, *, recovered:
         clips = write_turn_clips(store, sid, part["turns"], call.masters, audio.facts["format"], audio.kbps,
                                  opts.sample_rate or call.rate, call.rate)
     result["files"] = _files(store, sid, audio, clips)
+    if opts.timeline_svg and _write_picture(store, sid, call, result):
+        result["files"]["timeline"] = output_name(sid, "timeline")
     result["stats"]["finalize_seconds"] = round(time.monotonic() - t0, 3)
     _write_records(store, sid, result, transcript)
     if opts.record_audio and audio.path is None:

@@ -124,6 +124,7 @@ _OUTPUTS = {
     "transcript": "call_{sid}.txt",
     "summary": "call_{sid}_summary.txt",
     "json": "call_{sid}.json",
+    "timeline": "call_{sid}_timeline.svg",  # the picture of the call (TIMELINE_SVG)
     "caller": "call_{sid}_caller.{ext}",  # per-track files
     "other": "call_{sid}_other.{ext}",
 }
@@ -131,7 +132,7 @@ _OUTPUTS = {
 
 def output_name(sid: str, kind: str, ext: str = "") -> str:
     """The bare name of a call's output: `conversation`, `caller`, `other` (with `ext`), `transcript`,
-    `summary` or `json`."""
+    `summary`, `json` or `timeline`."""
     return _OUTPUTS[kind].format(sid=validate_sid(sid), ext=ext)
 
 

@@ -14,8 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from app.audio.formats import FORMATS
 from app.recording.journal import read_journal
 from app.recording.summary import iso
+from app.recording.picture import picture_of
+from app.recording.picture_svg import render_svg
 from app.storage.catalog import MAX_LIMIT, MODES, SORT_KEYS, SOURCES, STATUSES, CatalogQueryError
-from app.storage.paths import validate_sid
+from app.storage.paths import output_name, validate_sid
 from app.web.deps import ApiKeyDep, Services, ServicesDep
 from app.web.errors import ApiError, error_responses, not_recorded
 from app.web.when import when
@@ -38,7 +40,11 @@ _LIMIT = Annotated[int, Query(description=f"rows a page, 1 to {MAX_LIMIT}")]
 _OFFSET = Annotated[int, Query(description="rows to skip")]
 
 _MEDIA = {"." + f.extension: f.media_type for f in FORMATS.values()} | {".txt": "text/plain; charset=utf-8",
-                                                                        ".json": "application/json"}
+                                                                        ".json": "application/json",
+                                                                        ".svg": "image/svg+xml"}
+# Our SVG has no script and loads nothing; opened on its own it still may not run or fetch anything.
+_SVG_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
 
 def _state(services: Services, sid: str) -> str:
@@ -138,6 +144,24 @@ async def get_call(call_sid: str, services: ServicesDep) -> dict:
     if state == "pending" and services.store.read_result(call_sid) is None:
         raise not_recorded(call_sid)
     return _public(services, call_sid, True)
+
+
+@router.get("/{call_sid}/timeline.svg", responses=error_responses(400, 401, 404),
+            response_class=Response, summary="The picture of a call (who spoke when), live or recorded")
+async def timeline(call_sid: str, services: ServicesDep) -> Response:
+    """The call's timeline picture: the file written at finalisation when there is one, else drawn
+    now from the call's masters and journal (a live call: what has been recorded so far)."""
+    validate_sid(call_sid)
+    name = output_name(call_sid, "timeline")
+    body = await run_in_threadpool(services.artefacts.read_text, name) if services.store.is_finalized(call_sid) else None
+    if body is not None:
+        return Response(body, media_type="image/svg+xml", headers=_SVG_HEADERS)
+    folder = services.store.files(call_sid).folder
+    if not services.store.has_started(call_sid):
+        raise not_recorded(call_sid)
+    result = services.store.read_result(call_sid) or {}
+    body = await run_in_threadpool(lambda: render_svg(picture_of(folder, result)))
+    return Response(body, media_type="image/svg+xml", headers=_SVG_HEADERS)
 
 
 @router.get("/{call_sid}/files/{name}", responses=error_responses(400, 401, 404))

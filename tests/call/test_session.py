@@ -260,7 +260,7 @@ async def test_finish_writes_the_four_files_on_the_registrys_thread_and_releases
     assert threads and all(name.startswith("callscribe-export") for name in threads)
     store, sid = registry.store, call.sid
     names = {"conversation": f"call_{sid}_conversation.wav", "transcript": f"call_{sid}.txt",
-             "summary": f"call_{sid}_summary.txt", "json": f"call_{sid}.json"}
+             "summary": f"call_{sid}_summary.txt", "json": f"call_{sid}.json", "timeline": f"call_{sid}_timeline.svg"}
     assert result["files"] == names and all((store.root / n).is_file() for n in names.values())
     assert store.read_result(sid) == result
     assert (result["duration_s"], result["end_reason"], result["mode"]) == (1.0, "caller hung up (stop)", "assistant")

@@ -42,7 +42,8 @@ async def test_every_format_holds_the_caller_sample_accurately_with_no_drift(mak
     assert res.frames_sent == 650
     out = server.result(sid)
     files = {p.name for p in server.responses.glob(f"call_{sid}*")}
-    assert files == {f"call_{sid}_conversation.{fmt}", f"call_{sid}.txt", f"call_{sid}_summary.txt", f"call_{sid}.json"}
+    assert files == {f"call_{sid}_conversation.{fmt}", f"call_{sid}.txt", f"call_{sid}_summary.txt", f"call_{sid}.json",
+                     f"call_{sid}_timeline.svg"}
     x, rate = decode(server.responses / f"call_{sid}_conversation.{fmt}")
     assert rate == 8000 and x.shape[1] == 1
     expected_len = (FIRST_TS + 650 * 20) * 8

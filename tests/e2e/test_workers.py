@@ -77,7 +77,8 @@ async def test_two_workers_share_every_call_whoever_answers(make_server):
     for sid in sids:
         out = server.result(sid)
         ext = "flac" if sid == chosen else "wav"
-        names = {f"call_{sid}_conversation.{ext}", f"call_{sid}.txt", f"call_{sid}_summary.txt", f"call_{sid}.json"}
+        names = {f"call_{sid}_conversation.{ext}", f"call_{sid}.txt", f"call_{sid}_summary.txt", f"call_{sid}.json",
+                 f"call_{sid}_timeline.svg"}
         assert {p.name for p in server.responses.glob(f"call_{sid}*")} == names
         assert out["audio"]["format"] == ext and not out["recovered"]
         assert out["duration_s"] == pytest.approx(FIRST_TS / 1000 + AUDIO_S + TAIL_S)

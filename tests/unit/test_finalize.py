@@ -208,7 +208,8 @@ def test_the_json_names_every_file_and_each_turns_clip(tmp_path):
     clip = f"call_{SID}_turn00_caller.wav"
     assert out["files"] == {"transcript": f"call_{SID}.txt", "summary": f"call_{SID}_summary.txt",
                             "json": f"call_{SID}.json", "conversation": f"call_{SID}_conversation.wav",
-                            "tracks": [f"call_{SID}_caller.wav", f"call_{SID}_other.wav"], "turn_clips": [clip]}
+                            "tracks": [f"call_{SID}_caller.wav", f"call_{SID}_other.wav"], "turn_clips": [clip],
+                            "timeline": f"call_{SID}_timeline.svg"}
     assert out["turns"][0]["clip"] == clip and "clip" not in out["turns"][1]  # an empty turn has no clip
     assert sf.info(str(store.root / clip)).frames == 4000
 

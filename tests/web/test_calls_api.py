@@ -25,7 +25,8 @@ async def test_a_recorded_call_is_listed_described_and_its_files_downloadable(re
         recorded, "finalized", "assistant", 1.12, "wav")
     call = (await client.get(f"/calls/{recorded}")).json()
     assert call["files"] == entry["files"] and call["result"]["end_reason"] == "caller hung up (stop)"
-    names = [f"call_{recorded}{suffix}" for suffix in ("_conversation.wav", ".txt", "_summary.txt", ".json")]
+    names = [f"call_{recorded}{suffix}" for suffix in ("_conversation.wav", ".txt", "_summary.txt", ".json",
+                                                        "_timeline.svg")]
     assert sorted(call["files"]) == sorted(names)
     for name, link in call["files"].items():
         r = await client.get(link)
