@@ -89,7 +89,7 @@ async def test_two_workers_share_every_call_whoever_answers(make_server):
     # After hang-up, any worker: finalised, and every file downloads whole.
     for sid in sids:
         body = (await _fresh("GET", f"{server.base}/calls/{sid}")).json()
-        assert body["state"] == "finalized" and len(body["files"]) == 4
+        assert body["state"] == "finalized" and len(body["files"]) == 5  # with the timeline picture
         for name, link in body["files"].items():
             for _ in range(3):
                 r = await _fresh("GET", server.base + link)
