@@ -83,8 +83,13 @@ class CallPicture:
     call_sid: str = ""
     recovered: bool = False
     sources: dict[str, str] = field(default_factory=dict)  # lane → "audio", "transcript" (master gone) or "none"
+    talk: dict[str, float] = field(default_factory=dict)  # lane → talk seconds as the call's JSON counts them
 
     def talk_seconds(self, lane: str) -> float:
+        """The call's own figure (its JSON's talk_seconds) when finalised, so the picture and the
+        summary say the same; while live, the drawn spans (bridged over short pauses)."""
+        if lane in self.talk:
+            return self.talk[lane]
         return sum(b - a for a, b in self.lanes.get(lane, [])) / self.rate
 
     def count(self, kind: str) -> int:
@@ -324,5 +329,8 @@ def picture_of(call_folder: Path, result: dict[str, Any]) -> CallPicture:
                               "server stopped during the call, which was finalised from what it had recorded"))
     markers.sort(key=lambda m: m.at_sample)
     sid = str(result.get("call_sid") or start.get("call_sid") or Path(call_folder).name)
+    counted = (result.get("stats") or {}).get("talk_seconds") or {}
+    talk = {lane: float(counted[track]) for lane, track in zip(lanes, ("inbound", "outbound"))
+            if isinstance(counted.get(track), (int, float))}
     return CallPicture(duration, rate, lanes, markers, sorted(gaps + drops, key=lambda g: g.start), sid,
-                       bool(result.get("recovered")), sources)
+                       bool(result.get("recovered")), sources, talk)

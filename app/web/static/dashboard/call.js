@@ -508,7 +508,7 @@ function showSummary(call) {
   figure(list, 'Barge-ins', stats.barge_ins ?? 0, 'barge-ins');
   const latency = stats.response_latency || {};
   figure(list, 'Response latency', latency.count
-    ? `median ${Math.round(latency.median_ms)} ms, worst ${Math.round(latency.worst_ms)} ms (${latency.count} replies)`
+    ? `median ${Math.round(latency.median_ms)} ms, worst ${Math.round(latency.worst_ms)} ms (${latency.count} ${latency.count === 1 ? 'reply' : 'replies'})`
     : 'no replies measured', 'latency');
   const talk = stats.talk_seconds || {};
   if (talk.inbound !== undefined) {
