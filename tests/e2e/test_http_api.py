@@ -133,8 +133,9 @@ def test_openapi_documents_set_formats_body_query_errors_and_the_key(shared):
         assert ref == "#/components/schemas/ErrorBody"
     schemes = spec["components"]["securitySchemes"]
     assert {(s["type"], s.get("in"), s.get("name"), s.get("scheme")) for s in schemes.values()} == {
-        ("http", None, None, "bearer"), ("apiKey", "header", "X-API-Key", None), ("apiKey", "query", "api_key", None)}
-    assert len(op["security"]) == 3
+        ("http", None, None, "bearer"), ("apiKey", "header", "X-API-Key", None), ("apiKey", "query", "api_key", None),
+        ("apiKey", "cookie", "callscribe_session", None)}  # the dashboard's session
+    assert len(op["security"]) == 4
     assert "security" not in spec["paths"]["/audio/formats"]["get"]  # public
     assert "head" not in spec["paths"]["/calls/{call_sid}/files/{name}"]  # one operation per endpoint
 
