@@ -21,8 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.config import Settings
-    from app.main import configure_logging, create_app
-    from app.storage.store import CallStore
+    from app.main import configure_logging, create_app, store_for
 
     if args.workers < 1:
         raise UsageError("--workers must be 1 or more")
@@ -36,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         uvicorn.run(create_app(settings), **config)
         return 0
-    CallStore(settings.recordings_directory).coordinator.stream_secret()  # a folder fault exits here, once
+    store_for(settings).coordinator.stream_secret()  # a folder (or Redis) fault exits here, once
     uvicorn.run("app.main:app_factory", factory=True, workers=args.workers, log_config=_worker_log_config(),
                 **config)
     return 0
@@ -68,11 +67,10 @@ def _export(args: argparse.Namespace) -> int:
     """Validated as set-format validates (same rules, same messages) before anything touches the disk."""
     from app.audio.formats import InvalidFormatChoice, UnsupportedFormatError, choose_format
     from app.config import Settings
-    from app.main import export_options
+    from app.main import export_options, store_for
     from app.recording.finalize import FinalizeIncomplete, finalize_call
     from app.storage.coordination import FormatChoice
     from app.storage.paths import CallNotFound, InvalidCallSid, validate_sid
-    from app.storage.store import CallStore
     from app.web.audio_api import reexport_check
     from app.web.errors import ApiError
 
@@ -83,7 +81,7 @@ def _export(args: argparse.Namespace) -> int:
             raise UsageError("--bitrate needs --format mp3")
         fmt, kbps = choose_format(args.format, args.bitrate) if args.format else (None, None)
         settings = Settings.load()
-        store = CallStore(settings.recordings_directory, create=False)
+        store = store_for(settings, create=False)
         reexport_check(store, sid)
     except (InvalidCallSid, UnsupportedFormatError, InvalidFormatChoice, CallNotFound, ApiError) as e:
         raise UsageError(str(e)) from None
@@ -110,13 +108,12 @@ def _export(args: argparse.Namespace) -> int:
 
 def _recover(args: argparse.Namespace) -> int:
     from app.config import Settings
-    from app.main import export_options
+    from app.main import export_options, store_for
     from app.call.registry import CallRegistry
-    from app.storage.store import CallStore
 
     settings = Settings.load()
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    store = CallStore(settings.recordings_directory)
+    store = store_for(settings)
     registry = CallRegistry(store, export_options(settings))
     try:
         done = registry.recover_sync()

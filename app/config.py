@@ -82,6 +82,19 @@ class Settings(BaseSettings):
     barge_in: bool = True
     transcribe: bool = True  # transcribe calls the assistant does not answer (listen-only, or no assistant)
 
+    # --- S3-compatible storage (on when S3_BUCKET is set): segments during the call, the outputs at hang-up ---
+    s3_endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 (SeaweedFS, MinIO, R2); unset: AWS
+    s3_bucket: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str = "us-east-1"
+    s3_prefix: str = "responses/"
+    segment_seconds: float = 10.0  # settled audio per segment object: a host that dies loses at most this + 2 s
+
+    # --- Redis coordination (on when REDIS_URL is set): ownership, heartbeats, format choices, the stream secret ---
+    redis_url: str | None = None  # redis://[:password@]host:6379/0, rediss:// (TLS) or unix://; unset: one host
+    host_id: str | None = None  # this process in the cluster; unset: host name and process id (each worker its own)
+
     # --- misc ---
     log_level: str = "INFO"
     finalize_workers: int = 2
@@ -134,6 +147,37 @@ class Settings(BaseSettings):
         if self.call_mode == "listen" and not self.forward_to:
             raise ValueError("CALL_MODE=listen needs FORWARD_TO (the number <Dial> rings)")
         return self
+
+    @field_validator("segment_seconds")
+    @classmethod
+    def _segment(cls, v: float) -> float:
+        if not 1 <= v <= 300:
+            raise ValueError(f"SEGMENT_SECONDS={v} must be between 1 and 300 (10 loses at most ~12 s when a host dies)")
+        return v
+
+    @field_validator("s3_bucket", "s3_endpoint_url")
+    @classmethod
+    def _blank_is_unset(cls, v: str | None) -> str | None:
+        return v.strip() or None if v else None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if not v or not v.strip():
+            return None
+        v = v.strip()
+        if not re.match(r"^(redis|rediss|unix)://\S+$", v):
+            raise ValueError("REDIS_URL must look like redis://host:6379/0 (rediss:// for TLS, unix:///path.sock)")
+        return v
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, v: str | None) -> str | None:
+        if not v or not v.strip():
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", v.strip()):
+            raise ValueError(f"HOST_ID={v!r} must be 1 to 100 letters, digits, '.', '_' or '-'")
+        return v.strip()
 
     @field_validator("allowed_origins")
     @classmethod

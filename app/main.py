@@ -19,13 +19,15 @@ from fastapi_offline import FastAPIOffline
 from app.call.registry import CallRegistry
 from app.config import Settings
 from app.recording.finalize import ExportOptions
+from app.recording.segments import segment_uploads
+from app.storage.s3_bucket import S3Config
 from app.storage.store import CallStore
 from app.web import audio_api, call_admin, call_page, call_view, calls_api, dashboard, errors, health, media_stream
 from app.web import twilio_routes, web_call
 from app.web.deps import Services
 from app.web.limits import BodySizeLimit
 
-__all__ = ["create_app", "app_factory", "configure_logging", "export_options"]
+__all__ = ["create_app", "app_factory", "configure_logging", "export_options", "s3_config"]
 
 log = logging.getLogger("callscribe")
 
@@ -55,14 +57,30 @@ def export_options(s: Settings) -> ExportOptions:
                          per_turn_clips=s.per_turn_clips, timeline_svg=s.timeline_svg)
 
 
+def s3_config(s: Settings) -> S3Config | None:
+    """The bucket when S3_BUCKET is set (else every file stays in the local folder)."""
+    if not s.s3_bucket:
+        return None
+    return S3Config(bucket=s.s3_bucket, endpoint_url=s.s3_endpoint_url, access_key_id=s.s3_access_key_id,
+                    secret_access_key=s.s3_secret_access_key, region=s.s3_region, prefix=s.s3_prefix)
+
+
+def store_for(settings: Settings, create: bool = True) -> CallStore:
+    """The store the settings describe: the recordings folder, with Redis and S3 when configured.
+    The one place the app and the command line build it."""
+    return CallStore(Path(settings.recordings_directory), create, redis_url=settings.redis_url,
+                     host_id=settings.host_id, s3=s3_config(settings))
+
+
 def create_app(settings: Settings | None = None, agent_factory=None, events=None, chunk_bytes: int = 32000) -> FastAPI:
     """The app. `events` (see app.recording.events.RecordingEvents) receives per-turn audio, audio chunks
     every `chunk_bytes` of each track, and the call's result at hang-up."""
     settings = settings or Settings.load()
-    store = CallStore(Path(settings.recordings_directory))
+    store = store_for(settings)
     opts = export_options(settings)
     registry = CallRegistry(store, opts, max_concurrent=settings.max_concurrent_calls, workers=settings.finalize_workers,
-                             events=events)
+                             events=events,
+                             uploads=segment_uploads(store.artefacts, settings.segment_seconds))  # None unless S3
     if agent_factory is None and (settings.greeting == "assistant" or settings.transcribe):
         agent_factory = _default_agent_factory(settings)
     store.coordinator.stream_secret()  # made (or read) now: a storage fault stops the start, not the first call
@@ -80,6 +98,7 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
                         "this server.")
             web_call.warn_if_open(services)
         loop = asyncio.get_running_loop()
+        await store.coordinator.start(on_orphan=registry.recover_orphan)  # Redis: heartbeat, sweep for orphans
         recovery = loop.run_in_executor(registry.executor, registry.recover_sync)
         recovery.add_done_callback(_log_recovery_failure)
         app.state.recovery = recovery
@@ -94,6 +113,7 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
             yield
         finally:
             await registry.drain()
+            await store.coordinator.aclose()
             aclose = getattr(services.agent_factory, "aclose", None)
             if aclose is not None:
                 await aclose()

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests need, installed once (idempotent): chromium drives the browser-call
-# and dashboard tests through Python playwright (never `playwright install`: no downloads of its own).
+# and dashboard tests through Python playwright (never `playwright install`: no downloads of its own);
+# redis-server is started by the scale-out tests themselves (tests/support/redis_server.py), never as a service.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # the scale-out tests start their own
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=sudo

@@ -18,7 +18,8 @@ def clean_environ(monkeypatch, tmp_path):
         if key.upper() in {
             "DEFAULT_AUDIO_FORMAT", "MP3_BITRATE", "RECORD_CONVERSATIONS", "RECORDINGS_DIRECTORY", "PUBLIC_BASE_URL",
             "TWILIO_AUTH_TOKEN", "API_KEY", "RECORDING_CHANNELS", "OUTPUT_SAMPLE_RATE", "CALL_MODE", "FORWARD_TO",
-            "GREETING",
+            "GREETING", "REDIS_URL", "HOST_ID", "S3_ENDPOINT_URL", "S3_BUCKET", "S3_ACCESS_KEY_ID",
+            "S3_SECRET_ACCESS_KEY", "S3_REGION", "S3_PREFIX", "SEGMENT_SECONDS", "ALLOWED_ORIGINS",
         }:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)

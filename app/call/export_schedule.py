@@ -5,6 +5,8 @@ faster than real time), the settled part of the conversation (before ``settled()
 there can change any more, since a clear only removes audio after "now" and late frames land
 within the reorder window) is encoded on a worker thread. A format chosen mid-call, on any worker
 (the coordinator's format token changes), replaces the exporter, which catches up in the background.
+With S3, the same settled sample feeds ``segments`` (app.recording.segments), which uploads it in
+segment objects from its own threads.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import TYPE_CHECKING
 
 from app.recording.export import ConversationExporter
 from app.recording.finalize import ExportOptions, make_exporter
 from app.storage.store import CallStore
+
+if TYPE_CHECKING:
+    from app.recording.segments import SegmentUploader
 
 __all__ = ["ExportSchedule"]
 
@@ -40,6 +46,7 @@ class ExportSchedule:
         self._kick = asyncio.Event()
         self._kick_at = int(interval_s * rate * 2)  # samples of unexported call time that wake it early
         self._ended = False
+        self.segments: SegmentUploader | None = None  # set by the registry when S3 is on
 
     def begin(self) -> None:
         if not self.opts.record_audio:
@@ -53,6 +60,8 @@ class ExportSchedule:
 
     def on_progress(self, settled: int) -> None:
         """Called per chunk of audio with the settled sample: wake the loop early when it has run far ahead."""
+        if self.segments is not None:
+            self.segments.on_settled(settled)
         exporter = self.exporter
         if exporter is not None and self._busy is None and settled - exporter.done > self._kick_at:
             self._kick.set()
@@ -80,6 +89,8 @@ class ExportSchedule:
             self._kick.clear()
             if self._ended:
                 break
+            if self.segments is not None:  # a call whose audio pauses (a browser's) still settles with time
+                self.segments.on_settled(self.settled())
             await self._advance()
 
     async def _advance(self) -> None:

@@ -8,8 +8,11 @@ recording process polls it and swaps its exporter), and the secret that signs st
 `LocalCoordinator` is one host's: an `flock` on the call folder's `lock` file (the kernel drops it
 when the holder dies, so a crashed call is free for recovery at once), `format.json` replaced
 atomically (its token is its mtime and inode), and a secret file created once, whole, by whichever
-worker comes first. Every worker of `callscribe serve --workers N` shares them. A networked one
-(Redis, a later issue) keeps the same methods with leases, heartbeats and fencing epochs.
+worker comes first. Every worker of `callscribe serve --workers N` shares them. The networked one,
+`app.storage.redis_coordination.RedisCoordinator` (REDIS_URL), keeps the same methods with
+heartbeats, owner records and fencing epochs, and adds what only a cluster needs: a count of the
+calls held cluster-wide, background loops (`start`/`aclose`: no-ops here) that renew the heartbeat
+and claim the calls of hosts that died, and `CoordinationUnavailable` when it cannot be reached.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from app.storage.paths import StoreLayout
 
-__all__ = ["FormatChoice", "CallLock", "Coordinator", "LocalCoordinator"]
+__all__ = ["FormatChoice", "CallLock", "Coordinator", "LocalCoordinator", "CoordinationUnavailable", "OrphanHandler"]
 
 # `is_live` tests the lock by taking it shared for a moment; an `acquire` that lands in that moment
 # would wrongly see the call as owned, so it tries again a few times before believing it.
@@ -43,11 +46,23 @@ class FormatChoice:
     bitrate_kbps: int | None = None
 
 
+class CoordinationUnavailable(RuntimeError):
+    """The coordination service (Redis) cannot be reached now: no new call may start, no claim is made."""
+
+
 class CallLock(Protocol):
     """Ownership of one call, held while it is recorded or finalised."""
 
+    # The fencing epoch of this ownership (rises with each new owner); None on one host (file locks).
+    epoch: int | None
+
     def release(self) -> None:
         ...
+
+
+# Called with a call whose owner died, claimed for this process (a lock it must release); True when
+# the call was finalised (or needs nothing more), False when it could not be done here (tried later).
+OrphanHandler = Callable[[str, CallLock], Awaitable[bool]]
 
 
 class Coordinator(Protocol):
@@ -79,10 +94,35 @@ class Coordinator(Protocol):
         Kept at least ``ttl_s`` seconds (the key's own life)."""
         ...
 
+    def live_count(self) -> int | None:
+        """Calls held now in every process of the cluster; None when only this process's count matters.
+        Raises CoordinationUnavailable."""
+        ...
+
+    def epoch_of(self, sid: str) -> int | None:
+        """The call's latest fencing epoch (None: no epochs here, or never owned)."""
+        ...
+
+    def still_owner(self, sid: str, epoch: int | None) -> bool:
+        """Whether ownership with this epoch still holds: a finaliser checks it before committing."""
+        ...
+
+    async def start(self, on_orphan: OrphanHandler | None = None) -> None:
+        """Start the background work (heartbeat, the sweep that hands orphaned calls to ``on_orphan``)."""
+        ...
+
+    async def check(self) -> str | None:
+        """Why this process cannot coordinate new calls now (for readiness), or None."""
+        ...
+
+    async def aclose(self) -> None:
+        ...
+
 
 @dataclass(frozen=True)
 class _Flock:
     fd: int
+    epoch: None = None  # the kernel fences a file lock: a dead holder's lock is gone with it
 
     def release(self) -> None:
         try:
@@ -157,6 +197,25 @@ class LocalCoordinator:
             self._secret = _shared_secret(self.layout.stream_secret)
         return self._secret
 
+
+    # ------------------------------------------------------------------ cluster (one host: nothing to do)
+    def live_count(self) -> int | None:
+        return None
+
+    def epoch_of(self, sid: str) -> int | None:
+        return None
+
+    def still_owner(self, sid: str, epoch: int | None) -> bool:
+        return True
+
+    async def start(self, on_orphan: OrphanHandler | None = None) -> None:
+        """Nothing runs in the background: a crashed call's lock is free at once, recovered at the next start."""
+
+    async def check(self) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
 
     # ------------------------------------------------------------------ single-use keys
     def use_once(self, key: str, owner: str, ttl_s: float) -> bool:

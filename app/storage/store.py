@@ -10,8 +10,10 @@ local folder, file locks and a SQLite catalog unless others are given (Redis and
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.storage.artefacts import ArtefactStore, LocalArtefacts
 from app.storage.catalog import Catalog
@@ -19,18 +21,30 @@ from app.storage.coordination import Coordinator, LocalCoordinator
 from app.storage.paths import SID_RE, CallFiles, CallNotFound, StoreLayout, output_name
 from app.storage.sqlite_catalog import SqliteCatalog
 
+if TYPE_CHECKING:
+    from app.storage.s3_bucket import S3Config
+
 __all__ = ["CallStore"]
 
 
 class CallStore:
     def __init__(self, root: Path, create: bool = True, *, artefacts: ArtefactStore | None = None,
-                 coordinator: Coordinator | None = None, catalog: Catalog | None = None) -> None:
+                 coordinator: Coordinator | None = None, catalog: Catalog | None = None,
+                 redis_url: str | None = None, host_id: str | None = None,
+                 s3: S3Config | None = None) -> None:
         """`create=False` only reads until something is written (a CLI that may refuse leaves no folder;
-        the catalog's file is made when it is first used)."""
+        the catalog's file is made when it is first used). ``s3``: the bucket (S3_BUCKET set): the finished
+        files are read from it on any host, and reach it through the local spool (`S3Artefacts`; the
+        recording's `SegmentUploads` sends the segments and commits the files)."""
         self.layout = StoreLayout(Path(root).resolve())
         self.root = self.layout.root
+        if artefacts is None and s3 is not None:
+            from app.storage.s3_artefacts import S3Artefacts  # obstore is imported only when configured
+            from app.storage.s3_bucket import Bucket
+
+            artefacts = S3Artefacts(self.root, Bucket(s3), host=host_id or default_host_id())
         self.artefacts: ArtefactStore = artefacts or LocalArtefacts(self.root)
-        self.coordinator: Coordinator = coordinator or LocalCoordinator(self.layout)
+        self.coordinator: Coordinator = coordinator or _coordinator(self.layout, redis_url, host_id)
         self.catalog: Catalog = catalog or SqliteCatalog(self.layout.catalog, self.layout.catalog_lock)
         if create:
             self.layout.calls_dir.mkdir(parents=True, exist_ok=True)
@@ -85,3 +99,17 @@ class CallStore:
         """Calls that started and were never finalised (candidates for recovery)."""
         return sorted(p.name for p in self.layout.calls_dir.iterdir()
                       if SID_RE.match(p.name) and self.has_started(p.name) and not self.is_finalized(p.name))
+
+
+def _coordinator(layout: StoreLayout, redis_url: str | None, host_id: str | None) -> Coordinator:
+    """File locks on this host, or Redis (REDIS_URL) for several: the one place the engine is chosen."""
+    if not redis_url:
+        return LocalCoordinator(layout)
+    from app.storage.redis_coordination import RedisCoordinator  # redis is imported only when configured
+
+    return RedisCoordinator(redis_url, layout, host_id or default_host_id())
+
+
+def default_host_id() -> str:
+    """HOST_ID's default: the host name and this process's id (each worker process is a host of its own)."""
+    return f"{socket.gethostname()}-{os.getpid()}"

@@ -144,8 +144,10 @@ async def set_format(call_sid: str, request: Request, services: ServicesDep,
             try:
                 coordinator.set_format(call_sid, choice)
                 prev = store.read_result(call_sid) or {}
-                return finalize_call(store, call_sid, services.opts, recovered=bool(prev.get("recovered")),
-                                     end_reason=prev.get("end_reason"))
+                result = finalize_call(store, call_sid, services.opts, recovered=bool(prev.get("recovered")),
+                                       end_reason=prev.get("end_reason"))
+                registry.publish_again(call_sid, recovered=bool(prev.get("recovered")))  # S3: the new set
+                return result
             finally:
                 lock.release()
 

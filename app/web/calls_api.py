@@ -140,10 +140,14 @@ async def list_calls(services: ServicesDep, since: _SINCE = None, until: _UNTIL 
 @router.head("/{call_sid}", include_in_schema=False)
 async def get_call(call_sid: str, services: ServicesDep) -> dict:
     validate_sid(call_sid)
-    state = _state(services, call_sid)
-    if state == "pending" and services.store.read_result(call_sid) is None:
-        raise not_recorded(call_sid)
-    return _public(services, call_sid, True)
+
+    def describe() -> dict:  # off the event loop: the result may come from S3, the state from Redis
+        state = _state(services, call_sid)
+        if state == "pending" and services.store.read_result(call_sid) is None:
+            raise not_recorded(call_sid)
+        return _public(services, call_sid, True)
+
+    return await run_in_threadpool(describe)
 
 
 @router.get("/{call_sid}/timeline.svg", responses=error_responses(400, 401, 404),
@@ -167,11 +171,11 @@ async def timeline(call_sid: str, services: ServicesDep) -> Response:
 @router.get("/{call_sid}/files/{name}", responses=error_responses(400, 401, 404))
 @router.head("/{call_sid}/files/{name}", include_in_schema=False)
 async def download(call_sid: str, name: str, services: ServicesDep) -> Response:
-    info = services.artefacts.stat(call_sid, name)
+    info = await run_in_threadpool(services.artefacts.stat, call_sid, name)  # S3 on another host's call
     media_type = _MEDIA.get(PurePath(info.name).suffix, "application/octet-stream")
     if info.path is not None:  # a local file: sent as it is (ranges, HEAD, sendfile)
         return FileResponse(info.path, media_type=media_type, filename=info.name)
-    stream = services.artefacts.open(call_sid, name)
+    stream = await run_in_threadpool(services.artefacts.open, call_sid, name)
     return StreamingResponse(iter(lambda: stream.read(65536), b""), media_type=media_type,
                              headers={"content-length": str(info.size)},
                              background=BackgroundTask(stream.close))

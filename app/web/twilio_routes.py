@@ -88,8 +88,9 @@ async def voice(request: Request, services: ServicesDep) -> Response:
     if not SID_RE.match(sid) or not sid.startswith("CA"):
         raise ApiError(400, "CallSid form field missing or invalid: expected 'CA' followed by 32 lowercase hex digits")
     s = services.settings
-    if services.registry and len(services.registry.live) >= s.max_concurrent_calls:
-        log.warning("call refused at webhook: %d calls in progress", len(services.registry.live))
+    busy = services.registry.busy() if services.registry else None
+    if busy is not None:
+        log.warning("call refused at webhook: %s", busy)
         body = twiml.say_and_hangup("Sorry, all our lines are busy. Please call again later.")
         return Response(body, media_type="text/xml")
     stream_params = {"token": stream_token(services.stream_secret, sid), "callSid": sid}

@@ -47,7 +47,8 @@ class Server:
     """`callscribe serve` in `workdir` (recordings in `workdir/responses`, the log beside them)."""
 
     # The caller's environment is inherited but for these: the test's own settings decide them.
-    DROP_ENV: tuple[str, ...] = ("API_KEY", "TWILIO_AUTH_TOKEN")
+    DROP_ENV: tuple[str, ...] = ("API_KEY", "TWILIO_AUTH_TOKEN", "REDIS_URL", "HOST_ID", "S3_BUCKET", "S3_ENDPOINT_URL",
+                                 "ALLOWED_ORIGINS")
     # Settings every server gets unless `env` says otherwise.
     DEFAULTS: dict[str, str] = {"GREETING": "tone", "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
                                 "PYTHONPATH": str(ROOT)}
