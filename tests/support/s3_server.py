@@ -11,18 +11,16 @@ when its object store hangs. If `weed` cannot run here, moto's S3 server (`pip i
 
 from __future__ import annotations
 
-import atexit
 import http.client
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from app.storage.s3_bucket import S3Config
+from tests.support.engine_process import EngineProcess
 from tests.support.sockets import LOCALHOST, free_port
 
 __all__ = ["S3Server", "weed_binary"]
@@ -31,17 +29,12 @@ ACCESS_KEY = "callscribe-test"
 SECRET_KEY = "callscribe-test-secret"
 BUCKET = "callscribe"
 
-_RUNNING: set["S3Server"] = set()
 
 # weed mini's listeners, each given a free port (the gRPC ones too: their default is http + 10000).
 _WEED_PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
                "s3.port", "s3.port.grpc")
 
 
-@atexit.register
-def _kill_leftovers() -> None:
-    for s in list(_RUNNING):
-        s.stop()
 
 
 def weed_binary() -> str | None:
@@ -64,26 +57,19 @@ def _port_pair() -> tuple[int, int]:
     raise RuntimeError("no free port pair for weed's admin server")
 
 
-class S3Server:
+class S3Server(EngineProcess):
     """`weed mini` (or moto) on 127.0.0.1, its data and log in `workdir`."""
 
     def __init__(self, workdir: Path, bucket: str = BUCKET) -> None:
+        super().__init__(workdir / "s3.log")
         self.workdir = workdir
         self.bucket = bucket
         self.port = 0
-        self.kind = ""
-        self.proc: subprocess.Popen | None = None
-        self.log = workdir / "s3.log"
-        self.paused = False
+        self.kind = "s3"
 
     @property
     def endpoint(self) -> str:
         return f"http://{LOCALHOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def config(self, prefix: str = "responses/", **kw) -> S3Config:
         return S3Config(bucket=self.bucket, endpoint_url=self.endpoint, access_key_id=ACCESS_KEY,
@@ -119,8 +105,8 @@ class S3Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
         env |= {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
         self.kind = "seaweedfs"
-        self._spawn(cmd, env, data)
-        self._wait(timeout)
+        self._spawn(cmd, cwd=data, env=env, output=self.log)
+        self._wait(timeout, poll_s=0.05)
         return self
 
     def _start_moto(self, timeout: float) -> "S3Server":
@@ -130,30 +116,13 @@ class S3Server:
             python = shutil.which("python3") or python
         self.port = free_port()
         self.kind = "moto"
-        self._spawn([python, "-m", "moto.server", "-H", LOCALHOST, "-p", str(self.port)], dict(os.environ),
-                    self.workdir)
-        self._wait(timeout)
+        self._spawn([python, "-m", "moto.server", "-H", LOCALHOST, "-p", str(self.port)], cwd=self.workdir,
+                    env=dict(os.environ), output=self.log)
+        self._wait(timeout, poll_s=0.05)
         make_bucket = ("import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='k', "
                        "aws_secret_access_key='s', region_name='us-east-1').create_bucket(Bucket=sys.argv[2])")
         subprocess.run([python, "-c", make_bucket, self.endpoint, self.bucket], check=True, capture_output=True)
         return self
-
-    def _spawn(self, cmd: list[str], env: dict[str, str], cwd: Path) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _RUNNING.add(self)
-
-    def _wait(self, timeout: float) -> None:
-        """Until the S3 port answers HTTP (an anonymous request: 403 from weed, 200 from moto)."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}")
-            if self.answers():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.kind} did not answer within {timeout} s: {self.log.read_text()[-2000:]}")
 
     def answers(self, timeout: float = 1.0) -> bool:
         try:
@@ -164,25 +133,3 @@ class S3Server:
             return True
         except (OSError, http.client.HTTPException):
             return False
-
-    def pause(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel, nothing answers."""
-        os.kill(self.pid, signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
-        self.paused = False
-
-    def stop(self) -> None:
-        _RUNNING.discard(self)
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        if self.paused:
-            self.resume()
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
