@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_prefix: str = "responses/"
     segment_seconds: float = 10.0  # settled audio per segment object: a host that dies loses at most this + 2 s
+    catalog_sync_seconds: float = 10.0  # how often each host's call list takes in the bucket's (other hosts') calls
 
     # --- Redis coordination (on when REDIS_URL is set): ownership, heartbeats, format choices, the stream secret ---
     redis_url: str | None = None  # redis://[:password@]host:6379/0, rediss:// (TLS) or unix://; unset: one host
@@ -153,6 +154,13 @@ class Settings(BaseSettings):
     def _segment(cls, v: float) -> float:
         if not 1 <= v <= 300:
             raise ValueError(f"SEGMENT_SECONDS={v} must be between 1 and 300 (10 loses at most ~12 s when a host dies)")
+        return v
+
+    @field_validator("catalog_sync_seconds")
+    @classmethod
+    def _catalog_sync(cls, v: float) -> float:
+        if not 0.2 <= v <= 3600:
+            raise ValueError(f"CATALOG_SYNC_SECONDS={v} must be between 0.2 and 3600")
         return v
 
     @field_validator("s3_bucket", "s3_endpoint_url")

@@ -20,6 +20,7 @@ from app.call.registry import CallRegistry
 from app.config import Settings
 from app.recording.finalize import ExportOptions
 from app.recording.segments import segment_uploads
+from app.storage.catalog_sync import catalog_sync
 from app.storage.s3_bucket import S3Config
 from app.storage.store import CallStore
 from app.web import audio_api, call_admin, call_page, call_view, calls_api, dashboard, errors, health, media_stream
@@ -104,14 +105,19 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
         app.state.recovery = recovery
         # The catalog is rebuilt from the results when missing or stale: on its own thread, so neither
         # the event loop nor the finalisation workers wait for it (a listing does, for a while).
-        services.catalog_ready = loop.run_in_executor(None, store.catalog.refresh, store)
+        sync = catalog_sync(store, settings.catalog_sync_seconds)  # S3: other hosts' calls too, at start and after
+        services.catalog_ready = loop.run_in_executor(None, sync.start) if sync else loop.run_in_executor(
+            None, store.catalog.refresh, store)
         services.catalog_ready.add_done_callback(_log_catalog_failure)
+        syncing = asyncio.create_task(sync.run(after=services.catalog_ready)) if sync else None
         warmup = getattr(services.agent_factory, "warmup", None)
         if warmup is not None:  # load the speech models without holding up start-up
             app.state.warmup = loop.run_in_executor(None, warmup)
         try:
             yield
         finally:
+            if syncing is not None:
+                syncing.cancel()
             await registry.drain()
             await store.coordinator.aclose()
             aclose = getattr(services.agent_factory, "aclose", None)

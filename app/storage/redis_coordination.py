@@ -294,6 +294,12 @@ class RedisCoordinator:
                 self._seen.popitem(last=False)
         return live
 
+    def open_calls(self) -> dict[str, float]:
+        """Every call not yet finalised, on any host: sid → when it was first claimed (epoch s). For the
+        other hosts' catalogs (`app.storage.catalog_sync`). Raises CoordinationUnavailable."""
+        pairs = self._do(lambda: self._sync.zrange(self._k("open"), 0, -1, withscores=True))
+        return {sid: ms / 1000 for sid, ms in pairs}
+
     def live_count(self) -> int | None:
         return int(self._do(lambda: self._scripts["LIVE_COUNT"](keys=[self._k("live")])))
 

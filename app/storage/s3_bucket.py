@@ -199,10 +199,30 @@ class Bucket:
         return (bytes(b) for b in res.stream(min_chunk_size=chunk))
 
     def list(self, prefix: str) -> list[ObjectInfo]:
+        """Objects whose key starts with ``prefix``: a folder (``a/b/``) or the start of a name
+        (``a/call_X``). obstore lists whole folders only, so the start of a name is listed from its
+        folder, after the prefix (S3's start-after), keeping the keys that begin with it."""
+        if not prefix or prefix.endswith("/"):
+            try:
+                return [_info(m) for page in obstore.list(self._store, prefix or None) for m in page]  # type: ignore[arg-type]
+            except BaseError as exc:
+                raise _unavailable(exc, f"LIST {prefix}") from None
+        out: list[ObjectInfo] = []
+        for info in self.list_after(prefix.rpartition("/")[0], prefix):
+            if not info.key.startswith(prefix):
+                break  # keys come in order: past the prefix, nothing more begins with it
+            out.append(info)
+        return out
+
+    def list_after(self, folder: str, offset: str) -> Iterator[ObjectInfo]:
+        """Every object in ``folder`` (a key prefix without its trailing slash; "" = the bucket) whose
+        key sorts after ``offset``, in key order, a page at a time."""
         try:
-            return [_info(m) for page in obstore.list(self._store, prefix) for m in page]  # type: ignore[arg-type]
+            for page in obstore.list(self._store, folder or None, offset=offset, chunk_size=1000):
+                for m in page:
+                    yield _info(m)  # type: ignore[arg-type]
         except BaseError as exc:
-            raise _unavailable(exc, f"LIST {prefix}") from None
+            raise _unavailable(exc, f"LIST {folder} after {offset}") from None
 
     def copy(self, src: str, dst: str) -> None:
         """Server-side copy (CopyObject): no bytes pass through this host."""

@@ -49,14 +49,25 @@ _SVG_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsaf
 
 def _state(services: Services, sid: str) -> str:
     """`live` while any worker records (or is finalising) the call: this one's registry, or the
-    coordinator's owner test for the others."""
+    coordinator's owner test for the others. A call another host finished (no folder here) is
+    `finalized` when its committed result is there (S3)."""
     if services.store.is_finalized(sid):
         return "finalized"
     if sid in services.registry.live or services.coordinator.is_live(sid):
         return "live"
     if services.store.has_started(sid):
         return "unfinished"
+    if _committed(services, sid):
+        return "finalized"
     return "pending"
+
+
+def _committed(services: Services, sid: str) -> bool:
+    """Whether the call has a result (another host's, in S3), without reading it; S3 away: no."""
+    try:
+        return services.store.result_modified(sid) is not None
+    except OSError:  # S3Unavailable
+        return False
 
 
 def _in_progress(services: Services, sid: str, state: str) -> dict:
@@ -67,6 +78,8 @@ def _in_progress(services: Services, sid: str, state: str) -> dict:
     if state in ("live", "unfinished"):
         journal = read_journal(services.store.files(sid).journal)
         start = next((r for r in journal if r.get("t") == "start"), {})
+        if not start and (row := services.store.catalog.get(sid)) is not None:  # another host's call: its row
+            return {"mode": row["mode"], "started_at": iso(row["started_at"]) if row["started_at"] else None}
         return {"mode": start.get("mode"), "started_at": iso(start["wall"]) if start.get("wall") else None}
     return {}
 
