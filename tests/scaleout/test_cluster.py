@@ -8,6 +8,7 @@ hosts; Redis is paused mid-call; a host is killed mid-call and another finishes 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import httpx
@@ -150,3 +151,30 @@ async def test_a_host_killed_mid_call_has_its_call_finished_by_another_on_a_shar
     assert (await get(f"{b.base}/calls/{sid}")).json()["state"] == "finalized"
     assert "callscribe_orphans_claimed_total 1" in (await get(f"{b.base}/metrics")).text
     print(f"claimed and finalised {claimed_after:.1f} s after kill -9")
+
+
+async def test_two_survivors_race_for_a_dead_hosts_call_and_exactly_one_finishes_it(make_host):
+    """Three hosts on one shared disk; the one recording a call is killed. Both survivors sweep for
+    orphans; exactly one claims the call (epoch 2) and finalises it, once."""
+    a = make_host("host-a", shared=True)
+    b = make_host("host-b", shared=True)
+    c = make_host("host-c", shared=True)
+    sid, at = new_sid(), [1.0, 2.0]
+    call = asyncio.create_task(run_call(SimConfig(a.base, marker_signal(30.0, at), call_sid=sid, speed=1.0)))
+    await wait_state(b, sid, "live")
+    await asyncio.sleep(3.0)
+    a.kill9()
+    try:
+        await asyncio.wait_for(call, 10)
+    except Exception:
+        pass  # the simulator sees the socket die
+    out = await asyncio.to_thread(b.result, sid, 60)
+    assert out["recovered"] is True
+    await asyncio.sleep(6.0)  # another sweep round on both survivors: nobody claims it again
+    claims = [(await get(f"{h.base}/metrics")).text for h in (b, c)]
+    counts = [int(re.search(r"^callscribe_orphans_claimed_total (\d+)", t, re.M).group(1)) for t in claims]
+    assert sorted(counts) == [0, 1], counts
+    logs = b.log.read_text() + c.log.read_text()
+    assert logs.count(f"call {sid}: its owner stopped (no heartbeat); claimed as epoch 2") == 1
+    assert "epoch 3" not in logs
+    assert markers(b, out) == [FIRST_TS * 8 + int(s * 8000) for s in at]
