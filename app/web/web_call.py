@@ -325,7 +325,7 @@ class _WebCallShell:
         bc.socket_id = self.socket_id
         bc.transport.attach(Socket(self._send_text, self._send_bytes, self._close))
         sid = bc.call.sid
-        info = {"sid": sid, "resumed": resumed, "recording": f"/calls/{sid}"}
+        info = {"sid": sid, "resumed": resumed, "recording": f"/calls/{sid}/view"}  # its page on the dashboard
         bc.transport.notice("Call " + json.dumps(info, separators=(",", ":")))
 
     async def greet(self) -> None:

@@ -67,7 +67,7 @@ class Conn:
         await self.ws.send_text(text)
 
     async def call_frame(self, sid: str = "WB" + "0" * 32) -> None:
-        await self.send("Call " + json.dumps({"sid": sid, "resumed": self.index > 0, "recording": f"/calls/{sid}"}))
+        await self.send("Call " + json.dumps({"sid": sid, "resumed": self.index > 0, "recording": f"/calls/{sid}/view"}))
 
     async def stream(self, pcm: bytes, frame_s: float = 0.1, lead_s: float = 0.2) -> None:
         """Send `pcm` as a server should: the first `lead_s` at once, then in real time."""

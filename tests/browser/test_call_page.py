@@ -107,7 +107,7 @@ def test_a_call_from_the_keyboard_records_the_callers_speech(server, browser, tm
         page.page.keyboard.press("Enter")  # Stop has the focus during the call
         page.wait_state("stopped", timeout=5)
         link = page.page.locator("a#recording")
-        assert link.is_visible() and link.get_attribute("href") == f"/calls/{sid}"
+        assert link.is_visible() and link.get_attribute("href") == f"/calls/{sid}/view"
         assert link.inner_text() == "Recording of this call"
     finally:
         page.close()

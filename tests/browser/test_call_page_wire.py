@@ -214,7 +214,7 @@ def test_end_call_lets_the_goodbye_play_then_closes_without_a_code(scripted, cal
     assert page.events("audio-in-bytes")[-1]["detail"] == 1.2 * 16000 * 2
     page.wait_for(lambda: scripted.conns[0].close_code is not None, timeout=5, what="the server seeing the close")
     assert scripted.conns[0].close_code == 1005  # ws.close() with no code, as Micdrop's stop()
-    assert page.page.get_attribute("a#recording", "href") == "/calls/WB" + "ab" * 16
+    assert page.page.get_attribute("a#recording", "href") == "/calls/WB" + "ab" * 16 + "/view"
 
 
 def test_a_server_that_cannot_be_reached_is_retried_every_second(scripted, call):

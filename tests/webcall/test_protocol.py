@@ -106,7 +106,7 @@ async def test_key_or_single_use_token_required(keyed):
     again = await WebCallClient.open(keyed.port, {"authorization": token, "callId": CALL_ID},
                                      additional_headers=origin)
     await again.wait_for(lambda c: any(t.startswith("Call ") for t in c.texts()))
-    assert again.info() == {"sid": sid, "resumed": True, "recording": f"/calls/{sid}"}
+    assert again.info() == {"sid": sid, "resumed": True, "recording": f"/calls/{sid}/view"}
     await again.hang_up()
     # an expired token that never started a call is refused
     late = httpx.post(f"{keyed.base}/web-call/tokens", headers={"x-api-key": "k" * 24}).json()["token"]
@@ -227,7 +227,7 @@ async def test_a_dropped_socket_resumes_the_same_call_and_recording(server):
     await asyncio.sleep(1.0)
     c2 = await WebCallClient.open(server.port, {"callId": CALL_ID + "r"})
     await c2.wait_for(lambda c: "SkipAnswer" in c.texts())  # the client leaves "processing"
-    assert c2.info() == {"sid": sid, "resumed": True, "recording": f"/calls/{sid}"}
+    assert c2.info() == {"sid": sid, "resumed": True, "recording": f"/calls/{sid}/view"}
     assert c2.messages() == []  # no greeting again, no old messages re-sent
     b = tone(0.6, 500)
     await c2.speak(b)
