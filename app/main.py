@@ -25,6 +25,7 @@ from app.storage.s3_bucket import S3Config
 from app.storage.store import CallStore
 from app.web import audio_api, call_admin, call_page, call_view, calls_api, dashboard, errors, health, media_stream
 from app.web import twilio_routes, web_call
+from app.web.browser_calls import BrowserCalls
 from app.web.deps import Services
 from app.web.limits import BodySizeLimit
 
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
     store.coordinator.stream_secret()  # made (or read) now: a storage fault stops the start, not the first call
     services = Services(settings=settings, store=store, registry=registry, opts=opts,
                         agent_factory=agent_factory, events=events,
-                        chunk_bytes=chunk_bytes, web_calls=web_call.BrowserCalls())
+                        chunk_bytes=chunk_bytes, web_calls=BrowserCalls())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -38,7 +38,7 @@ class Services:
     agent_factory: object = None  # callable(CallSession) -> the assistant (and .transcriber(io, tracks)), or None
     events: object = None  # RecordingEvents for embedders
     chunk_bytes: int = 32000
-    web_calls: object = None  # app.web.web_call.BrowserCalls: this process's browser calls
+    web_calls: object = None  # app.web.browser_calls.BrowserCalls: this process's browser calls
     catalog_ready: object = None  # asyncio.Future: the catalog's check (and rebuild) at start-up
 
     @property

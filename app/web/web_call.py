@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
-import re
 import time
-import uuid
-from dataclasses import dataclass, field
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -39,59 +35,21 @@ from app.micdrop import protocol as micdrop
 from app.micdrop.protocol import Audio, Command, Ignored, MicdropError, MicdropProtocol, Params
 from app.recording.timeline import SpeechOnlyClock
 from app.web import web_call_tokens as tokens
+from app.web.browser_calls import CALL_ID, BrowserCall, BrowserCalls, call_sid, digest
 from app.web.deps import ApiKeyDep, Services, ServicesDep
 from app.web.micdrop_transport import MicdropTransport, Socket
 
-__all__ = ["router", "BrowserCalls"]
+__all__ = ["router", "warn_if_open"]
 
 router = APIRouter()
 log = logging.getLogger("callscribe.webcall")
 
-CALL_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")  # the page's per-call id: unguessable, never a path
 HANG_UP_CODES = {close_codes.NORMAL, close_codes.GOING_AWAY, 1005}  # the client's stop(), a closed tab
 MAX_WARNINGS = 200  # unknown frames tolerated on one socket before it is closed as hostile
 # At StartSpeaking the client sends the audio it queued while its detector made up its mind,
 # all at once, then one live chunk every ~100 ms. Frames arriving within this long of a turn's
 # first one are that queue: placed together, ending when they arrived (they were spoken before).
 BATCH_S = 0.025
-
-
-@dataclass
-class BrowserCall:
-    """One browser call across its sockets."""
-
-    call: CallSession
-    transport: MicdropTransport
-    auth: str  # a digest of the authorization it started with: a reconnect must present the same
-    socket_id: int = 0  # which socket is attached (a newer one replaces an older)
-    resume_timer: asyncio.TimerHandle | None = None
-    reconnects: int = 0
-    finishing: bool = False
-    t0: float = field(default_factory=time.monotonic)
-
-
-class BrowserCalls:
-    """This process's browser calls by id, and the timers of those waiting for a reconnect."""
-
-    def __init__(self) -> None:
-        self.calls: dict[str, BrowserCall] = {}
-        self._sockets = 0
-
-    def next_socket(self) -> int:
-        self._sockets += 1
-        return self._sockets
-
-
-def _digest(authorization: str | None) -> str:
-    return hashlib.sha256((authorization or "").encode()).hexdigest()
-
-
-def call_sid(secret: bytes, call_id: str | None) -> str:
-    """WB + 32 hex: the page's callId signed with the store's secret (the same on every worker),
-    so a reconnect finds its call and nobody can pick another call's id; random without one."""
-    if not call_id:
-        return "WB" + uuid.uuid4().hex
-    return "WB" + hmac.new(secret, b"web-call:" + call_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def warn_if_open(services: Services) -> None:
@@ -231,7 +189,7 @@ class _WebCallShell:
         if nonce is False:
             return False
         sid = call_sid(s.stream_secret, call_id if isinstance(call_id, str) else None)
-        auth = _digest(params.authorization)
+        auth = digest(params.authorization)
         bc = self.calls.calls.get(sid)
         if bc is not None:
             return await self.resume(bc, auth)
@@ -292,7 +250,7 @@ class _WebCallShell:
                 return nonce
             except tokens.TokenError as e:
                 # A call that started with it may still reconnect with it after it expired.
-                if "expired" in str(e) and any(bc.auth == _digest(given) for bc in self.calls.calls.values()):
+                if "expired" in str(e) and any(bc.auth == digest(given) for bc in self.calls.calls.values()):
                     return None
                 await self.refuse(micdrop.UNAUTHORIZED, f"unauthorised: {e}")
                 return False
