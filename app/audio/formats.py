@@ -1,7 +1,11 @@
 """The one format registry: name → how to encode it. `/audio/formats` lists it; set-format validates against it.
 
-Encoders stream (constant memory) through soundfile's bundled libsndfile (LAME, Vorbis, FLAC): no
-system ffmpeg. A format whose encoder is missing from this libsndfile build is dropped at import.
+Encoders stream (constant memory) and need no system ffmpeg. MP3 goes through LAME from `lameenc`
+(app/audio/mp3.py: LAME quality 5 as ffmpeg's libmp3lame, plus the LAME/Info tag that makes decoders trim
+the encoder delay, so durations are exact); it is a third of libsndfile's MP3 cost at the same bitrate.
+WAV, Vorbis and FLAC go through soundfile's bundled libsndfile (and MP3 too if lameenc is missing). A
+format whose encoder is missing from this libsndfile build is dropped at import. `open_encoder()` is the
+one way to open a streaming encoder for a format.
 
 MP3 bitrates: libsndfile picks the bitrate from `compression_level` (0 = the highest the sample
 rate allows, 1 = the lowest) and ignores `bitrate_mode` unless `compression_level` is set. The
@@ -12,14 +16,19 @@ bitrate into the bitrate actually used and the level that gives it, so the summa
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
 
 import soundfile as sf
 
+from app.audio import mp3 as _mp3
 
 __all__ = ["parse_bitrate", "AudioFormat", "FORMATS", "Mp3Plan", "mp3_plan", "get_format", "choose_format", "UnsupportedFormatError",
-           "InvalidFormatChoice"]
+           "InvalidFormatChoice", "encoder_kwargs", "open_encoder"]
 
 def parse_bitrate(value: str | int | None) -> int | None:
     """'128k' / '128' / 128000 → kbps (int). None/'' → None."""
@@ -148,7 +157,9 @@ def mp3_plan(sample_rate: int, requested_kbps: int | None) -> Mp3Plan:
 
 
 def encoder_kwargs(fmt: AudioFormat, sample_rate: int, mp3_kbps: int | None) -> tuple[dict, str]:
-    """soundfile.SoundFile keyword arguments for this format, and a human note on the settings used."""
+    """soundfile.SoundFile keyword arguments for this format, and a human note on the settings used.
+
+    For MP3 these are libsndfile's (the fallback, and one-shot writers); `open_encoder` uses LAME directly."""
     kwargs: dict = {"format": fmt.sf_format, "subtype": fmt.sf_subtype}
     if fmt.name == "mp3":
         plan = mp3_plan(sample_rate, mp3_kbps)
@@ -159,3 +170,18 @@ def encoder_kwargs(fmt: AudioFormat, sample_rate: int, mp3_kbps: int | None) -> 
     if fmt.name == "ogg":
         return kwargs, "Vorbis, default quality (~25 kbps for 8 kHz speech)"
     return kwargs, "16-bit PCM"
+
+
+class _Encoder(Protocol):
+    def write(self, data: np.ndarray) -> object: ...
+    def close(self) -> None: ...
+
+
+def open_encoder(path: str | os.PathLike, fmt: AudioFormat, sample_rate: int, channels: int,
+                 mp3_kbps: int | None) -> tuple[_Encoder, str]:
+    """A streaming encoder writing `path` (`.write(float32 block)`, `.close()`), and the note on its settings."""
+    kwargs, note = encoder_kwargs(fmt, sample_rate, mp3_kbps)
+    if fmt.name == "mp3" and _mp3.available():
+        plan = mp3_plan(sample_rate, mp3_kbps)
+        return _mp3.Mp3Writer(path, sample_rate, channels, plan.used_kbps), note
+    return sf.SoundFile(path, "w", sample_rate, channels, **kwargs), note

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from app.audio.formats import AudioFormat, encoder_kwargs
+from app.audio.formats import AudioFormat, encoder_kwargs, open_encoder
 from app.audio.resample import StreamResampler
 from app.recording.track import read_block, track_rate
 
@@ -74,13 +73,14 @@ class ConversationExporter:
         self.talk = TalkStats(self.source_rate)
         self._fds = tuple(os.open(p, os.O_RDONLY) for p in masters)
         self._rs = StreamResampler(self.source_rate, sample_rate, channels)
-        self._sf = sf.SoundFile(self.partial, "w", sample_rate, channels, **self.kwargs)
-        self._tracks: list[tuple[sf.SoundFile, StreamResampler]] = []
+        # The encoders (app/audio/formats.py: LAME for MP3, libsndfile for the others), writing `.partial` files.
+        self._sf, _ = open_encoder(self.partial, fmt, sample_rate, channels, mp3_kbps)
+        self._tracks: list[tuple[object, StreamResampler]] = []
         self.track_paths = track_paths
         if track_paths:
             for p in track_paths:
                 tp = Path(str(p) + ".partial")
-                self._tracks.append((sf.SoundFile(tp, "w", sample_rate, 1, **self.kwargs),
+                self._tracks.append((open_encoder(tp, fmt, sample_rate, 1, mp3_kbps)[0],
                                      StreamResampler(self.source_rate, sample_rate, 1)))
         self.closed = False
         self._lock = threading.RLock()

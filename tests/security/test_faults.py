@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from app.audio import mulaw
+from app.audio import mp3, mulaw
 from app.recording.finalize import ExportOptions, finalize_call
 from app.recording.recorder import CallRecorder
 from app.storage.store import CallStore
@@ -177,6 +177,15 @@ def _patch_soundfile(monkeypatch, how: str) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sf, "SoundFile", fake)
+
+    real_mp3 = mp3.Mp3Writer  # the MP3 encoder (LAME through lameenc) fails the same ways
+
+    def fake_mp3(*args, **kwargs):
+        if how == "open":
+            raise RuntimeError("simulated LAME failure")
+        return MidwayFailure(real_mp3(*args, **kwargs))
+
+    monkeypatch.setattr(mp3, "Mp3Writer", fake_mp3)
 
 
 @pytest.mark.parametrize("how", ["open", "write"])
