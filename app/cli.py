@@ -22,16 +22,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     from app.config import Settings
     from app.main import configure_logging, create_app, store_for
+    from app.serving import uvicorn_options
 
     if args.workers < 1:
         raise UsageError("--workers must be 1 or more")
     settings = Settings.load()  # checked here, so a bad setting exits 2 before any worker starts
     configure_logging(settings, process=args.workers > 1)
-    # uvicorn's own limit sits above ours so that the app, not uvicorn, refuses an oversized
-    # message, with close code 1009 and a reason, and the call's end reason says why.
-    config = {"host": args.host, "port": args.port, "ws_max_size": 2 * settings.max_ws_message_bytes + 4096,
-              "timeout_graceful_shutdown": args.graceful_timeout, "log_level": settings.log_level.lower(),
-              "proxy_headers": True, "forwarded_allow_ips": args.forwarded_allow_ips, "ws": "websockets"}
+    config = uvicorn_options(host=args.host, port=args.port, max_ws_message_bytes=settings.max_ws_message_bytes,
+                             log_level=settings.log_level, graceful_timeout=args.graceful_timeout,
+                             forwarded_allow_ips=args.forwarded_allow_ips)
+    logging.getLogger("callscribe").info("serving on %s", ", ".join(f"{k}={v}" for k, v in config.items()
+                                                                     if k in ("loop", "http", "ws")))
     if args.workers == 1:
         uvicorn.run(create_app(settings), **config)
         return 0

@@ -1,7 +1,7 @@
 """The bare baseline: a FastAPI WebSocket endpoint that only parses each Twilio message and counts.
 
-Same stack and settings as `callscribe serve` (uvicorn, ws="websockets", 64 KiB max message, INFO
-logging), same `POST /voice` → TwiML-with-token step, so the load generator treats both servers
+Same stack and settings as `callscribe serve` (app/serving.py: uvloop, httptools, websockets-sansio;
+the same max message; INFO logging), same `POST /voice` → TwiML-with-token step, so the load generator treats both servers
 alike. Per frame it does `json.loads`, a count and the lateness probe (bench/probe.py). Nothing is
 decoded, placed, written or encoded: the ceiling of this endpoint is what the socket stack alone
 allows on this machine.
@@ -10,7 +10,6 @@ allows on this machine.
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import secrets
 import sys
@@ -19,7 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import probe  # noqa: E402
+from probe import bench_stack  # noqa: E402
 import uvicorn  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from app.serving import uvicorn_options  # noqa: E402
 from fastapi import FastAPI, Request, Response, WebSocket  # noqa: E402
 
 app = FastAPI()
@@ -90,8 +93,9 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=64 * 1024, timeout_graceful_shutdown=20,
-                log_level="info", proxy_headers=True, forwarded_allow_ips="127.0.0.1", ws=os.environ.get("BENCH_WS_IMPL", "websockets"))  # override: experiments only
+    uvicorn.run(app, **bench_stack(uvicorn_options(host=args.host, port=args.port, max_ws_message_bytes=32 * 1024,
+                                                   log_level="info", graceful_timeout=20,
+                                                   forwarded_allow_ips="127.0.0.1")))
 
 
 if __name__ == "__main__":

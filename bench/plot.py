@@ -86,7 +86,8 @@ def main(src: str, dst: str) -> None:
     C = R.get("concurrency")
     if C:
         for ci, (k, style) in enumerate((("ours", "o-"), ("bare", "s--"), ("ours_wav", "^:"), ("ours_nice", "v-."),
-                                                  ("ours_transcribe", "d:"))):
+                                                  ("ours_transcribe", "d:"), ("bare_oldstack", "x--"),
+                                                  ("ours_oldstack", "+:"))):
             if not isinstance(C.get(k), dict):
                 continue
             reps = sorted({s.get("repeat", 1) for s in C[k]["steps"]})

@@ -35,3 +35,15 @@ def stats(reset: bool) -> dict:
         del LAT[:]
         STATE["since"] = time.monotonic()
     return out
+
+
+def bench_stack(options: dict) -> dict:
+    """uvicorn options with the stack of app/serving.py, or (experiments and same-run baselines of an
+    older stack) the one named by BENCH_STACK="loop,http,ws", e.g. "asyncio,h11,websockets"."""
+    import os
+
+    chosen = os.environ.get("BENCH_STACK", "")
+    if chosen:
+        loop, http, ws = chosen.split(",")
+        options = options | {"loop": loop, "http": http, "ws": ws}
+    return options

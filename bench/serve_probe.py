@@ -69,10 +69,11 @@ def main() -> None:
     async def lat(reset: int = 0) -> dict:
         return probe.stats(bool(reset))
 
-    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=settings.max_ws_message_bytes,
-                timeout_graceful_shutdown=20, log_level=settings.log_level.lower(),
-                proxy_headers=True, forwarded_allow_ips="127.0.0.1", ws=os.environ.get("BENCH_WS_IMPL", "websockets"))  # override: experiments only
+    from app.serving import uvicorn_options
 
+    uvicorn.run(app, **probe.bench_stack(uvicorn_options(
+        host=args.host, port=args.port, max_ws_message_bytes=settings.max_ws_message_bytes,
+        log_level=settings.log_level, graceful_timeout=20, forwarded_allow_ips="127.0.0.1")))
 
 if __name__ == "__main__":
     main()

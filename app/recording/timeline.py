@@ -58,7 +58,8 @@ class HoleTracker:
                 if len(self.holes) > _MAX_HOLES:
                     del self.holes[0]
             self.end = stop
-            self._prune()
+            if self.holes:
+                self._prune()
             return [(start, stop)]
         if start < self.end - self.window:
             return []
@@ -124,14 +125,15 @@ class TwilioClock:
     def map(self, track: str, position: float, pcm: bytes) -> list[tuple[str, int, bytes]]:
         """Frames ready to place as (track, sample, pcm). Usually the one given; sometimes none or several."""
         timestamp_ms = int(position)
-        n = len(pcm) // 2
-        index = self._index(timestamp_ms) + self.offset
-        plausible = self.frontier - self.window <= index <= self.frontier + self.max_jump
-        if plausible:
+        index = timestamp_ms * self.rate // 1000 + self.offset  # = _index(): inlined, this runs per frame
+        frontier = self.frontier
+        if frontier - self.window <= index <= frontier + self.max_jump:  # plausible
             if self._held:
                 self.dropped += len(self._held)
                 self._held.clear()
-            self.frontier = max(self.frontier, index + n)
+            end = index + (len(pcm) >> 1)
+            if end > frontier:
+                self.frontier = end
             return [(track, index, pcm)]
         self._held.append((track, timestamp_ms, pcm))
         if len(self._held) < _CONFIRM:

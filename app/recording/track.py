@@ -53,16 +53,20 @@ class MasterTrack:
 
     def write(self, sample: int, pcm: bytes) -> None:
         """Write little-endian int16 `pcm` starting at `sample`. May raise OSError (e.g. ENOSPC)."""
-        view = memoryview(pcm)
         pos = HEADER_BYTES + 2 * sample
+        n = os.pwrite(self._fd, pcm, pos)
+        if n < len(pcm):
+            self._write_rest(memoryview(pcm)[max(n, 0):], pos + max(n, 0))
+        end = sample + (len(pcm) >> 1)
+        if end > self.end:
+            self.end = end
+
+    def _write_rest(self, view: memoryview, pos: int) -> None:
         while view:  # a short write (the disk filled mid-frame) is retried, so the rest raises ENOSPC
             n = os.pwrite(self._fd, view, pos)
             if n <= 0:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             view, pos = view[n:], pos + n
-        end = sample + len(pcm) // 2
-        if end > self.end:
-            self.end = end
 
     def silence(self, start: int, stop: int) -> None:
         """Zero samples [start, stop). At the end of the file this truncates instead."""

@@ -21,6 +21,10 @@ Twilio's own warnings 31950/31951 justify:
 
 Field rules (from captures): numbers are JSON strings except `sampleRate`/`channels`;
 `connected` has no `sequenceNumber`/`streamSid`; key order is not a contract.
+
+Speed: a media message is 50 per second per track and the one message that matters for cost.
+It is parsed by orjson (0.5 µs against json's 1.9) and, while streaming, checked on a short path
+(`_media`) whose every rule is the general path's: same warnings, same kinds, same fatal errors.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import enum
 import json
 import re
 from typing import Any
+
+import orjson
 
 from app import close_codes
 from app.twilio.events import (
@@ -48,6 +54,7 @@ CLOSE_UNSUPPORTED = close_codes.UNSUPPORTED
 CLOSE_POLICY = close_codes.POLICY
 
 MAX_MEDIA_PAYLOAD = 8000  # bytes of μ-law (1 s); Twilio sends 160. Larger is refused as hostile.
+_MAX_PAYLOAD_B64 = (MAX_MEDIA_PAYLOAD * 4) // 3 + 4
 
 
 class StreamState(enum.Enum):
@@ -102,6 +109,8 @@ def _is_digits(v: str) -> bool:
 
 def _int(obj: dict[str, Any], key: str, where: str) -> int:
     v = obj.get(key)
+    if v.__class__ is str and len(v) < 16 and v.isascii() and v.isdigit():  # Twilio's form: first
+        return int(v)
     if isinstance(v, bool) or v is None:
         raise ProtocolWarning(f"{where}.{key} missing or not a number", "field")
     if isinstance(v, int) and 0 <= v < 10**15:
@@ -135,11 +144,17 @@ class StreamProtocol:
         if isinstance(text, (bytes, bytearray)):
             raise ProtocolWarning("binary frame: Media Streams messages are JSON text frames", "binary")
         try:
-            msg = json.loads(text)
-        except (ValueError, RecursionError):
+            msg = orjson.loads(text)
+        except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
             raise ProtocolWarning("message is not JSON", "json") from None
-        if not isinstance(msg, dict):
+        if msg.__class__ is not dict:
             raise ProtocolWarning("message is not a JSON object", "json")
+        if self.state is StreamState.STREAMING and msg.get("event") == "media":
+            if msg.get("streamSid") != self.stream_sid:
+                raise ProtocolError(f"streamSid {_shown(msg.get('streamSid'))} is not this stream's", CLOSE_POLICY)
+            media = self._parse_media(msg)
+            self.last_sequence = media.sequence_number
+            return media
         event = msg.get("event")
         if not isinstance(event, str) or event not in _KNOWN:  # a list or dict is not hashable
             raise ProtocolWarning(f"unknown event {_shown(event)}", "event")
@@ -219,31 +234,26 @@ class StreamProtocol:
 
     def _parse_media(self, msg: dict[str, Any]) -> Media:
         body = msg.get("media")
-        if not isinstance(body, dict):
+        if body.__class__ is not dict:
             raise ProtocolWarning("media message has no media object", "field")
         track = body.get("track", "inbound")
-        if track not in ("inbound", "outbound"):
+        if track != "inbound" and track != "outbound":
             raise ProtocolWarning(f"media.track {_shown(track)} is not inbound/outbound", "field")
         payload_b64 = body.get("payload")
-        if not isinstance(payload_b64, str):
+        if payload_b64.__class__ is not str:
             raise ProtocolWarning("media.payload missing or not a string", "field")
-        if len(payload_b64) > (MAX_MEDIA_PAYLOAD * 4) // 3 + 4:
+        if len(payload_b64) > _MAX_PAYLOAD_B64:
             raise ProtocolWarning("media.payload larger than 1 s of audio", "payload")
         try:
-            payload = base64.b64decode(payload_b64, validate=True)
+            payload = binascii.a2b_base64(payload_b64, strict_mode=True)  # = b64decode(validate=True), less wrapping
         except (binascii.Error, ValueError):
             raise ProtocolWarning("media.payload is not base64", "payload") from None
         if not payload:
             raise ProtocolWarning("media.payload is empty", "payload")
         if len(payload) > MAX_MEDIA_PAYLOAD:  # the length check above lets a few bytes over through
             raise ProtocolWarning("media.payload larger than 1 s of audio", "payload")
-        return Media(
-            sequence_number=_int(msg, "sequenceNumber", "media"),
-            track=track,
-            chunk=_int(body, "chunk", "media"),
-            timestamp=_int(body, "timestamp", "media"),
-            payload=payload,
-        )
+        return Media(_int(msg, "sequenceNumber", "media"), track, _int(body, "chunk", "media"),
+                     _int(body, "timestamp", "media"), payload)
 
     def _parse_dtmf(self, msg: dict[str, Any]) -> Dtmf:
         body = msg.get("dtmf")

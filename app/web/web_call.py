@@ -45,6 +45,18 @@ router = APIRouter()
 log = logging.getLogger("callscribe.webcall")
 
 HANG_UP_CODES = {close_codes.NORMAL, close_codes.GOING_AWAY, 1005}  # the client's stop(), a closed tab
+
+
+def close_code_of(msg: dict) -> int:
+    """The close code of an ASGI ``websocket.disconnect``, 1006 when no close frame arrived.
+
+    uvicorn's websockets-sansio protocol (app/serving.py) reports a connection lost without a
+    close frame as 1005, the code of a close frame *without* a code; only a received close frame
+    carries a "reason". A dropped network is not a hang-up: it must read 1006 here."""
+    code = msg.get("code") or 1005
+    if code == 1005 and "reason" not in msg:
+        return 1006
+    return code
 MAX_WARNINGS = 200  # unknown frames tolerated on one socket before it is closed as hostile
 # At StartSpeaking the client sends the audio it queued while its detector made up its mind,
 # all at once, then one live chunk every ~100 ms. Frames arriving within this long of a turn's
@@ -173,7 +185,7 @@ class _WebCallShell:
         except (RuntimeError, WebSocketDisconnect):
             return None
         if msg["type"] == "websocket.disconnect":
-            self.close_code = msg.get("code") or 1005
+            self.close_code = close_code_of(msg)
             return None
         text = msg.get("text")
         return text if text is not None else (msg.get("bytes") or b"")

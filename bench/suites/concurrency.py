@@ -18,6 +18,9 @@ from machine import describe_load, load_between, load_snapshot
 from venvs import VENV_TOOLS, ensure_venv
 
 
+OLD_STACK = "asyncio,h11,websockets"  # what a plain `pip install uvicorn` served on (bench/probe.py bench_stack)
+
+
 def count_recorded(server: Server, sid: str, sent: dict[str, int]) -> dict[str, int]:
     """Frames of each track present in the master (a missing frame is a hole of zeros)."""
     import numpy as np
@@ -50,9 +53,9 @@ def concurrency_step(kind: str, n: int, window: float, ramp: float, settle: floa
         env["BENCH_EXPORTER_NICE"] = "10"
     if kind == "ours_transcribe":  # diagnostic: the default listen-mode transcription on (Server turns it off)
         env["TRANSCRIBE"] = "true"
-    if kind.endswith("_sansio"):  # experiment: uvicorn's websockets-sansio implementation
-        env["BENCH_WS_IMPL"] = "websockets-sansio"
-        kind = kind[: -len("_sansio")]
+    if kind.endswith("_oldstack"):  # the stack before issue 13: asyncio loop, h11, legacy websockets
+        env["BENCH_STACK"] = OLD_STACK
+        kind = kind[: -len("_oldstack")]
     server_kind = {"ours": "probe", "ours_wav": "probe", "ours_nice": "probe", "ours_transcribe": "probe",
                    "bare": "bare", "app": "app"}[kind]
     server = Server(server_kind, env, name=f"conc-{kind}-{n}").start()
@@ -220,7 +223,8 @@ def run(args, R: dict) -> None:
     (wav, nice, transcription on) run in the first repeat only."""
     reps = args.repeats
     main_kinds = ["ours", "bare"]
-    diag = [] if (args.quick or args.no_diagnostics) else ["ours_wav", "ours_nice", "ours_transcribe"]
+    diag = [] if (args.quick or args.no_diagnostics) else ["ours_wav", "ours_transcribe", "bare_oldstack",
+                                                           "ours_oldstack"]
     ref = cpu_ref_calls(args)
     runs: list[dict] = []
     loads: list[dict] = []

@@ -1,0 +1,45 @@
+"""The server stack `callscribe serve` runs on, in one place: the benchmarks' servers use it too.
+
+Chosen by measurement (BENCHMARKS.md, issue 13), installed by the project's own dependencies:
+
+* event loop ``uvloop`` (libuv): cheaper wake-ups and socket reads than asyncio's selector loop;
+* HTTP parser ``httptools`` (llhttp) for the webhooks, the dashboard and the upgrade requests;
+* WebSocket ``websockets-sansio``: uvicorn's protocol over the `websockets` sans-I/O core, with
+  no per-connection keepalive task and no extra queue hop per frame (the legacy ``websockets``
+  implementation cost about a quarter more CPU per frame on the bare endpoint).
+
+A stack part that cannot be imported (uvloop does not build on Windows) falls back to uvicorn's
+own choice for it, and the start-up log says which stack runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+__all__ = ["STACK", "stack", "uvicorn_options"]
+
+log = logging.getLogger("callscribe")
+
+# (uvicorn option, choice, the module it needs, uvicorn's fallback)
+_PARTS = (("loop", "uvloop", "uvloop", "asyncio"),
+          ("http", "httptools", "httptools", "h11"),
+          ("ws", "websockets-sansio", "websockets", "wsproto"))
+STACK = {option: choice for option, choice, _, _ in _PARTS}
+
+
+def stack() -> dict[str, str]:
+    """The stack this machine can run: STACK, with a fallback for a part that is not installed."""
+    return {option: choice if importlib.util.find_spec(module) else fallback
+            for option, choice, module, fallback in _PARTS}
+
+
+def uvicorn_options(*, host: str, port: int, max_ws_message_bytes: int, log_level: str,
+                    graceful_timeout: float, forwarded_allow_ips: str) -> dict:
+    """Keyword arguments for ``uvicorn.run`` shared by every server of ours.
+
+    uvicorn's own message limit sits above ours so that the app, not uvicorn, refuses an oversized
+    message, with close code 1009 and a reason, and the call's end reason says why."""
+    return {"host": host, "port": port, "ws_max_size": 2 * max_ws_message_bytes + 4096,
+            "timeout_graceful_shutdown": graceful_timeout, "log_level": log_level.lower(),
+            "proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips} | stack()
