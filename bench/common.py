@@ -288,12 +288,20 @@ def proc_rss_cpu(pid: int) -> tuple[float, float]:
 
 
 def cpu_precise(pid: int) -> float:
-    """CPU seconds via psutil when available (same clock ticks underneath)."""
+    """CPU seconds of a server and every process under it (its encoder processes: encoding moved
+    out of the serving process is still the server's cost), via psutil (same clock ticks)."""
     try:
         import psutil
 
-        t = psutil.Process(pid).cpu_times()
-        return t.user + t.system
+        root = psutil.Process(pid)
+        total = 0.0
+        for p in [root] + root.children(recursive=True):
+            try:
+                t = p.cpu_times()
+            except psutil.Error:  # gone between the listing and the read
+                continue
+            total += t.user + t.system
+        return total
     except Exception:
         return proc_rss_cpu(pid)[1]
 

@@ -104,7 +104,7 @@ class CallRecorder:
         if not ranges:
             st.dropped_duplicate += 1
         for a, b in ranges:
-            self._write(track, a, pcm[2 * (a - start): 2 * (b - start)])
+            self._write(track, a, pcm if b - a == n else pcm[2 * (a - start): 2 * (b - start)])
 
     def _write(self, track: str, start: int, pcm: bytes) -> None:
         if track in self._failed:

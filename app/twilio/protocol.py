@@ -55,6 +55,8 @@ CLOSE_POLICY = close_codes.POLICY
 
 MAX_MEDIA_PAYLOAD = 8000  # bytes of μ-law (1 s); Twilio sends 160. Larger is refused as hostile.
 _MAX_PAYLOAD_B64 = (MAX_MEDIA_PAYLOAD * 4) // 3 + 4
+_loads = orjson.loads
+_a2b = binascii.a2b_base64
 
 
 class StreamState(enum.Enum):
@@ -141,10 +143,10 @@ class StreamProtocol:
 
     def receive(self, text: str | bytes) -> Event:
         """Parse one frame. Raises ProtocolError (fatal) or ProtocolWarning (skip it)."""
-        if isinstance(text, (bytes, bytearray)):
+        if text.__class__ is not str and isinstance(text, (bytes, bytearray, memoryview)):
             raise ProtocolWarning("binary frame: Media Streams messages are JSON text frames", "binary")
         try:
-            msg = orjson.loads(text)
+            msg = _loads(text)
         except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
             raise ProtocolWarning("message is not JSON", "json") from None
         if msg.__class__ is not dict:
@@ -245,7 +247,7 @@ class StreamProtocol:
         if len(payload_b64) > _MAX_PAYLOAD_B64:
             raise ProtocolWarning("media.payload larger than 1 s of audio", "payload")
         try:
-            payload = binascii.a2b_base64(payload_b64, strict_mode=True)  # = b64decode(validate=True), less wrapping
+            payload = _a2b(payload_b64, strict_mode=True)  # = b64decode(validate=True), less wrapping
         except (binascii.Error, ValueError):
             raise ProtocolWarning("media.payload is not base64", "payload") from None
         if not payload:
