@@ -85,7 +85,7 @@ def main(src: str, dst: str) -> None:
     ax = axes[1][1]
     C = R.get("concurrency")
     if C:
-        for ci, (k, style) in enumerate((("ours", "o-"), ("bare", "s--"), ("ours_wav", "^:"), ("ours_nice", "v-."),
+        for ci, (k, style) in enumerate((("ours", "o-"), ("bare", "s--"), ("ours_wav", "^:"), ("ours_w2", "v-."),
                                                   ("ours_transcribe", "d:"), ("bare_oldstack", "x--"),
                                                   ("ours_oldstack", "+:"))):
             if not isinstance(C.get(k), dict):

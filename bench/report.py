@@ -140,7 +140,7 @@ def build_table(R: dict, quick: bool) -> list[dict]:
                          "ratio": uo["median"] / ub["median"] if ub.get("median") else None,
                          "target": "", "pass": None})
     for key, label in (("ours_wav", "  diagnostic: ours writing wav (no mp3 encode)"),
-                       ("ours_nice", "  experiment: mp3, export threads at nice 10"),
+                       ("ours_w2", "  diagnostic: serve --workers 2 (same machine, same 2 cores)"),
                        ("ours_transcribe", "  diagnostic: TRANSCRIBE=true (listen-mode STT)"),
                        ("ours_oldstack", "  diagnostic: ours on the old stack (asyncio, h11, legacy websockets)"),
                        ("bare_oldstack", "  diagnostic: bare on the old stack (asyncio, h11, legacy websockets)")):

@@ -3,6 +3,9 @@
 Used only by the concurrency benchmark. The probe wraps `_StreamShell.dispatch` (bench code; app/
 is not modified) and adds GET /bench/lat?reset=1. The memory, CPU and hang-up benchmarks use the
 unmodified `python -m app.cli serve`.
+
+BENCH_WORKERS=N (N > 1) serves with N worker processes on one socket, as `callscribe serve --workers N`
+does; each worker's probe then flushes its figures to files in BENCH_LAT_DIR (probe.read_dumps).
 """
 
 from __future__ import annotations
@@ -19,14 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import probe  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
-    args = ap.parse_args()
-
-    import uvicorn
-
+def build_app():  # type: ignore[no-untyped-def]
+    """The app with the probe (a uvicorn factory: each worker process builds its own)."""
     import app.web.media_stream as ms
     from app.config import Settings
     from app.main import create_app
@@ -47,33 +44,39 @@ def main() -> None:
         return r
 
     ms._StreamShell.dispatch = dispatch
-
-    settings = Settings.load()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
-    nice = int(os.environ.get("BENCH_EXPORTER_NICE", "0"))
-    if nice:
-        # Experiment (bench only): the same export pool, its threads at a lower CPU priority
-        # (Linux nice values are per thread), so encoding yields the CPU to the event loop.
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-
-        reg = app.state.services.registry
-        old = reg.executor
-        reg.executor = ThreadPoolExecutor(
-            max_workers=old._max_workers, thread_name_prefix="callscribe-export",
-            initializer=lambda: os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice))
-        old.shutdown(wait=False)
+    if os.environ.get("BENCH_LAT_DIR"):
+        probe.dump_to(os.environ["BENCH_LAT_DIR"])
+    app = create_app(Settings.load())
 
     @app.get("/bench/lat")
     async def lat(reset: int = 0) -> dict:
         return probe.stats(bool(reset))
 
+    return app
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    args = ap.parse_args()
+
+    import uvicorn
+
+    from app.config import Settings
     from app.serving import uvicorn_options
 
-    uvicorn.run(app, **probe.bench_stack(uvicorn_options(
+    settings = Settings.load()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = probe.bench_stack(uvicorn_options(
         host=args.host, port=args.port, max_ws_message_bytes=settings.max_ws_message_bytes,
-        log_level=settings.log_level, graceful_timeout=20, forwarded_allow_ips="127.0.0.1")))
+        log_level=settings.log_level, graceful_timeout=20, forwarded_allow_ips="127.0.0.1"))
+    workers = int(os.environ.get("BENCH_WORKERS", "1"))
+    if workers > 1:
+        uvicorn.run("serve_probe:build_app", factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(build_app(), **options)
+
 
 if __name__ == "__main__":
     main()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
+import probe
 from common import BENCH, FIRST_TS, OUT, ROOT, Server, cpu_precise, log, spread
 from machine import describe_load, load_between, load_snapshot
 from venvs import VENV_TOOLS, ensure_venv
@@ -49,14 +51,19 @@ def concurrency_step(kind: str, n: int, window: float, ramp: float, settle: floa
     env = {"MAX_CONCURRENT_CALLS": "100000", "EXPORT_INTERVAL_S": "5"}
     if kind == "ours_wav":  # diagnostic: the same server with a format whose encoder costs ~nothing
         env["DEFAULT_AUDIO_FORMAT"] = "wav"
-    if kind == "ours_nice":  # experiment: export threads at nice +10 (bench/serve_probe.py)
-        env["BENCH_EXPORTER_NICE"] = "10"
+    lat_dir = None
+    if kind.endswith("_w2"):  # `serve --workers 2`: the probe's figures come from files, one per worker
+        lat_dir = OUT / "work" / f"lat-{kind}-{n}"
+        shutil.rmtree(lat_dir, ignore_errors=True)
+        lat_dir.mkdir(parents=True)
+        env |= {"BENCH_WORKERS": "2", "BENCH_LAT_DIR": str(lat_dir)}
+        kind = kind[: -len("_w2")]
     if kind == "ours_transcribe":  # diagnostic: the default listen-mode transcription on (Server turns it off)
         env["TRANSCRIBE"] = "true"
     if kind.endswith("_oldstack"):  # the stack before issue 13: asyncio loop, h11, legacy websockets
         env["BENCH_STACK"] = OLD_STACK
         kind = kind[: -len("_oldstack")]
-    server_kind = {"ours": "probe", "ours_wav": "probe", "ours_nice": "probe", "ours_transcribe": "probe",
+    server_kind = {"ours": "probe", "ours_wav": "probe", "ours_transcribe": "probe",
                    "bare": "bare", "app": "app"}[kind]
     server = Server(server_kind, env, name=f"conc-{kind}-{n}").start()
     procs = []
@@ -85,7 +92,7 @@ def concurrency_step(kind: str, n: int, window: float, ramp: float, settle: floa
             p.stdin.flush()
         m_from = t_go + ramp + settle
         time.sleep(max(0.0, m_from - time.monotonic()))
-        lat0 = server.get_json("/bench/lat?reset=1") if kind != "app" else None
+        lat0 = server.get_json("/bench/lat?reset=1") if kind != "app" and lat_dir is None else None
         cpu0 = cpu_precise(server.pid)
         spy = None
         if profile_s:
@@ -96,7 +103,11 @@ def concurrency_step(kind: str, n: int, window: float, ramp: float, settle: floa
                                    stdout=subprocess.DEVNULL, stderr=open(OUT / "logs" / "py-spy.log", "w"))
         time.sleep(max(0.0, m_from + window - time.monotonic()))
         cpu1 = cpu_precise(server.pid)
-        lat = server.get_json("/bench/lat") if kind != "app" else None
+        if lat_dir is not None:
+            time.sleep(0.6)  # the workers flush every 0.25 s
+            lat = probe.read_dumps(str(lat_dir), m_from, m_from + window)
+        else:
+            lat = server.get_json("/bench/lat") if kind != "app" else None
         rss = server.rss_cpu()[0] / 1e6
         if spy is not None:
             spy.wait(timeout=profile_s + 60)
@@ -223,8 +234,8 @@ def run(args, R: dict) -> None:
     (wav, nice, transcription on) run in the first repeat only."""
     reps = args.repeats
     main_kinds = ["ours", "bare"]
-    diag = [] if (args.quick or args.no_diagnostics) else ["ours_wav", "ours_transcribe", "bare_oldstack",
-                                                           "ours_oldstack"]
+    diag = [] if (args.quick or args.no_diagnostics) else ["ours_w2", "ours_wav", "ours_transcribe",
+                                                           "bare_oldstack", "ours_oldstack"]
     ref = cpu_ref_calls(args)
     runs: list[dict] = []
     loads: list[dict] = []
