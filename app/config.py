@@ -78,7 +78,15 @@ class Settings(BaseSettings):
     business_name: str = "Riverside Office"
     assistant_name: str = "Jarvis"
     opening_hours: str = "Monday to Friday, nine in the morning to five in the evening"
+    # The silence that ends a caller's turn (phone calls; a browser's client ends its own turns).
+    # The turn so far is transcribed after a short pause and its words choose the wait
+    # (app/agent/end_of_turn.py): a finished sentence END_OF_TURN_COMPLETE_MS, a turn left hanging
+    # ("and", "so", "my number is", a number) END_OF_TURN_INCOMPLETE_MS, anything else (no words,
+    # no final punctuation, a lone "yes"/"hi") END_OF_TURN_MS. All three equal: the fixed wait of before.
     end_of_turn_ms: int = 700
+    end_of_turn_complete_ms: int = 250
+    end_of_turn_incomplete_ms: int = 1500
+    stt_window_s: float = 10.0  # local Whisper's encoder window for the assistant's caller turns (30: Whisper's own)
     barge_in: bool = True
     transcribe: bool = True  # transcribe calls the assistant does not answer (listen-only, or no assistant)
 

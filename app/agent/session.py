@@ -33,7 +33,8 @@ on) are answered together: each is its own transcript turn, the responder gets t
 joined. Empty transcriptions make no turn.
 
 Turn extras passed to ``io.add_turn``: ``index`` (position in the conversation); caller turns
-``stt_ms`` (``at_hangup`` for the tail); assistant turns ``latency_ms`` (stream ms from the end
+``stt_ms`` (``at_hangup`` for the tail), ``end_of_turn_ms`` (the silence that ended the turn, when
+its words decided it: see ``end_of_turn.py``); assistant turns ``latency_ms`` (stream ms from the end
 of the caller's speech to the first reply audio's placement — includes the end-of-turn silence),
 ``stt_ms``, ``responder_ms`` (wall ms from asking the responder to its first sentence),
 ``tts_first_audio_ms`` (wall ms from that sentence to its first audio), and, when interrupted,
@@ -50,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from app.agent.end_of_turn import EndOfTurnPolicy
 from app.agent.interfaces import CallIO, Message, Responder, SpeechToText, TextToSpeech, TurnCallback
 from app.agent.normalize import normalize_for_speech
 from app.agent.playout import AssistantTurn, Playout, Utterance
@@ -78,6 +80,8 @@ class AgentSession:
         hangup_grace_s: after a goodbye, hang up this long past the expected end of playback even
             if the last mark never echoes.
         rate: the call's samples per second (its stream clock, the caller's audio, the voice).
+        end_of_turn: the end of turn from the words (see ``end_of_turn.py``); None: the detector's
+            ``stop_ms`` of silence ends every turn.
 
     """
 
@@ -95,6 +99,7 @@ class AgentSession:
         on_turn: TurnCallback | None = None,
         hangup_grace_s: float = 5.0,
         rate: int = SAMPLE_RATE,
+        end_of_turn: EndOfTurnPolicy | None = None,
     ) -> None:
         self.io = io
         self.rate = rate
@@ -103,7 +108,8 @@ class AgentSession:
         self.min_barge_in_ms = min_barge_in_ms
         self.on_turn = on_turn
         self.hangup_grace_s = hangup_grace_s
-        self.turns = TurnCollector(detector, stt)
+        self.turns = TurnCollector(detector, stt, end_of_turn)
+        self.turns.on_events = self.on_vad_events  # held frames released after a pause's words are judged
         self.playout = Playout(io, tts, normalizer, self._record_assistant, rate)
 
         self._history: list[Message | Utterance] = []
@@ -229,7 +235,8 @@ class AgentSession:
                     await self._answer()
                 continue
             if turn.text:
-                self._add_turn("caller", turn.text, turn.start, turn.end, False, stt_ms=round(turn.stt_ms, 1))
+                extra = {} if turn.wait_ms is None else {"end_of_turn_ms": turn.wait_ms}
+                self._add_turn("caller", turn.text, turn.start, turn.end, False, stt_ms=round(turn.stt_ms, 1), **extra)
                 self._unanswered.append(turn.text)
                 self._unanswered_end = turn.end
                 self._unanswered_stt_ms = turn.stt_ms

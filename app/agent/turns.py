@@ -6,6 +6,12 @@ Owns what lies between the turn detector and a caller line in the transcript:
   recorded audio);
 - speculative speech-to-text: a ``SpeechPaused`` starts transcribing during the end-of-turn
   silence, and the ``TurnEnded`` with the same span reuses that text instead of starting again;
+- the end of turn from the words (with an :class:`~app.agent.end_of_turn.EndOfTurnPolicy`): the
+  speculative text decides how much silence ends this pause's turn (short after a finished
+  sentence, long after "and", "so", "my number is"). While it is being transcribed, the frames
+  that follow are held back from the detector (at most ``max_hold_ms`` of them), then fed
+  through it once the wait is decided: the turn ends at the same stream sample whether the call
+  is live or replayed at any speed, and no turn ends before its words were judged;
 - the queue of ended turns, read one at a time by the conversation loop (:meth:`next`), and a
   ``QUIET`` marker it may ask for when the caller falls quiet without ending another turn;
 - the turns detected but not yet in the transcript, with their speech-to-text task once started.
@@ -14,7 +20,9 @@ Owns what lies between the turn detector and a caller line in the transcript:
   transcription already under way (a hang-up never cancels one).
 
 Time: turns are placed by the detector in integer stream samples, never on the wall clock: a
-replay at any speed, a burst after a network stall and a live call give the same caller turns.
+replay at any speed, a burst after a network stall and a live call give the same caller turns
+(with the policy, as long as a pause's transcription takes less than ``max_hold_ms`` of audio to
+arrive; past that the pause waits ``default_ms`` and the frames go on to the detector).
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from app.agent.end_of_turn import EndOfTurnPolicy
 from app.agent.interfaces import SpeechToText
 from app.agent.vad import SpeechPaused, TurnDetector, TurnEnded, TurnState, VadEvent
 
@@ -45,6 +54,7 @@ class CallerTurn:
     end: int
     text: str
     stt_ms: float = 0.0  # wall ms spent waiting for the text after the turn ended (0 for the tail)
+    wait_ms: int | None = None  # the silence that ended it, when its words decided it (end_of_turn.py)
 
 
 @dataclass(frozen=True)
@@ -61,12 +71,27 @@ class TurnCollector:
     Args:
         detector: the call's turn detector (stateful, one per call).
         stt: speech-to-text for whole caller turns.
+        policy: the end of turn from the words (None, or a fixed one: the detector's ``stop_ms``
+            ends every turn, and no frame is ever held back).
+        max_hold_ms: the most caller audio held back from the detector while a pause's words are
+            transcribed (then the pause waits ``policy.default_ms``, and the frames go on).
 
     """
 
-    def __init__(self, detector: TurnDetector, stt: SpeechToText) -> None:
+    def __init__(self, detector: TurnDetector, stt: SpeechToText, policy: EndOfTurnPolicy | None = None,
+                 max_hold_ms: int = 1000) -> None:
         self.detector = detector
         self.stt = stt
+        self.policy = policy if policy is not None and not policy.fixed else None
+        self.on_events: Callable[[list[VadEvent], int], None] | None = None
+        """Who hears the detector's events for held frames released later (the session; default :meth:`take`)."""
+        self._max_hold = max_hold_ms * detector._ms
+        self._hold: Span | None = None  # the pause whose words are being judged; frames wait meanwhile
+        self._held: list[tuple[np.ndarray, int]] = []
+        self._held_n = 0
+        self.decisions: list[tuple[str, int]] = []  # (text, wait ms) per judged pause, for tests and stats
+        self._waits: dict[Span, int] = {}  # the wait decided for the pause a turn may end in
+        self._live = False  # frames come through feed() on the event loop (not detect() in a thread)
         self._queue: asyncio.Queue[TurnEnded | CallerQuiet] = asyncio.Queue()
         self._speculative: tuple[Span, asyncio.Future[str]] | None = None
         self._untranscribed: dict[Span, tuple[TurnEnded, asyncio.Future[str] | None]] = {}
@@ -75,11 +100,20 @@ class TurnCollector:
 
     # --- detection --------------------------------------------------------------------------
     def feed(self, samples: np.ndarray, start_sample: int) -> list[VadEvent]:
-        """One live frame through the detector; hand its events to :meth:`take`."""
+        """One live frame through the detector; hand its events to :meth:`take`. While a pause's
+        words are judged the frame is held back (no events now; they come through ``on_events``)."""
+        self._live = True
+        if self._hold is not None:
+            self._held.append((np.array(samples, np.int16), start_sample))
+            self._held_n += len(samples)
+            if self._held_n >= self._max_hold:  # speech-to-text is too slow: stop waiting for it
+                self._release(None)
+            return []
         return self.detector.feed(samples, start_sample)
 
     def detect(self, audio: np.ndarray, start_sample: int, frame: int = 160) -> list[VadEvent]:
-        """Run the detector over recorded audio (catching up); thread-safe while not live."""
+        """Run the detector over recorded audio (catching up); thread-safe while not live. Pauses
+        found here are not judged (the detector must not be touched from the loop meanwhile)."""
         events: list[VadEvent] = []
         for i in range(0, len(audio), frame):
             events += self.detector.feed(audio[i:i + frame], start_sample + i)
@@ -91,7 +125,13 @@ class TurnCollector:
         for ev in events:
             if isinstance(ev, SpeechPaused):
                 # Transcribe during the end-of-turn silence; reused if the turn ends right here.
-                self._speculative = ((ev.start_sample, ev.end_sample), self._transcribe(ev.audio))
+                span = (ev.start_sample, ev.end_sample)
+                fut = self._transcribe(ev.audio)
+                self._speculative = (span, fut)
+                if self.policy is not None and self._live and self._hold is None and self.detector.pause_span == span:
+                    self._hold = span  # the next frames wait for the words
+                    asked = time.perf_counter()
+                    fut.add_done_callback(lambda f, span=span, asked=asked: self._judged(span, f, asked))
             if isinstance(ev, TurnEnded):
                 self._untranscribed[(ev.start_sample, ev.end_sample)] = (ev, None)
                 self._queue.put_nowait(ev)
@@ -100,12 +140,72 @@ class TurnCollector:
             self._wants_quiet = False
             self._queue.put_nowait(QUIET)
 
+    # --- the end of turn from the words ------------------------------------------------------
+    def _judged(self, span: Span, fut: asyncio.Future[str], asked: float) -> None:
+        """The words of the pause ``span`` are known: decide its wait, release the held frames."""
+        if fut.cancelled() or fut.exception() is not None:
+            text = None
+        else:
+            text = fut.result()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("pause judged in %.0f ms (%d ms of audio held): %r → wait %s ms",
+                      (time.perf_counter() - asked) * 1000, self._held_n // self.detector._ms, text,
+                      self.policy.wait_ms(text) if self.policy else None)
+        if self._hold == span:
+            self._release(text)
+        elif text is not None and self.policy is not None and self._live and self.detector.pause_span == span:
+            # Late (the hold gave up) but the caller is still silent in this pause: decide now.
+            self._emit(self._decide(text), self.detector._last_end)
+
+    def _decide(self, text: str | None) -> list[VadEvent]:
+        assert self.policy is not None
+        wait = self.policy.wait_ms(text)
+        if text is not None:
+            self.decisions.append((text, wait))
+        span = self.detector.pause_span
+        if span is not None:
+            self._waits = {span: wait}  # only the latest pause can still end its turn
+        return self.detector.end_pause_after(wait)
+
+    def _release(self, text: str | None) -> None:
+        """Stop holding: set this pause's wait from ``text`` (None: unknown), feed the held frames."""
+        held, self._held, self._held_n = self._held, [], 0
+        span, self._hold = self._hold, None
+        if span is not None and self.detector.pause_span == span:
+            self._emit(self._decide(text), self.detector._last_end)
+        for samples, start in held:
+            if self._hold is not None:  # a new pause began among the held frames: hold the rest again
+                self._held.append((samples, start))
+                self._held_n += len(samples)
+                continue
+            self._emit(self.detector.feed(samples, start), start + len(samples))
+
+    def _emit(self, events: list[VadEvent], now_sample: int) -> None:
+        if self.on_events is not None:
+            self.on_events(events, now_sample)
+        else:
+            self.take(events)
+
+    def _drain_held(self) -> None:
+        """Feed the held frames without judging (the call or the turn is ending now)."""
+        held, self._held, self._held_n, self._hold = self._held, [], 0, None
+        events: list[VadEvent] = []
+        for samples, start in held:
+            events += self.detector.feed(samples, start)
+        self.take([ev for ev in events if not isinstance(ev, SpeechPaused)])
+
     def end_turn(self, end_sample: int) -> bool:
         """The client says the caller stopped speaking at ``end_sample``: end the detector's turn
         there. False when the detector heard no speech in it (noise: no turn, nothing to answer)."""
+        self._drain_held()
         events = self.detector.flush(end_sample)
         self.take(events)
         return any(isinstance(ev, TurnEnded) for ev in events)
+
+    @property
+    def judging(self) -> bool:
+        """A pause's words are being transcribed to decide its wait; frames are held back meanwhile."""
+        return self._hold is not None
 
     def caller_speaking(self) -> bool:
         return self.detector.state in (TurnState.SPEAKING, TurnState.STOPPING)
@@ -145,7 +245,8 @@ class TurnCollector:
             log.exception("speech-to-text failed; turn dropped")
             text = ""
         self._untranscribed.pop(key, None)
-        return CallerTurn(turn.start_sample, turn.end_sample, text, (time.perf_counter() - t0) * 1000)
+        return CallerTurn(turn.start_sample, turn.end_sample, text, (time.perf_counter() - t0) * 1000,
+                          self._waits.pop(key, None))
 
     def _transcribe(self, audio: np.ndarray) -> asyncio.Future[str]:
         """Start speech-to-text for one turn. Not cancelled by a hang-up: the tail reuses it."""
@@ -157,6 +258,7 @@ class TurnCollector:
     def close(self, end_sample: int) -> None:
         """The stream ended at ``end_sample``: end the turn in progress and keep every turn not yet
         transcribed, in order, for :meth:`transcribe_tail`. Call once :meth:`next` is no longer awaited."""
+        self._drain_held()
         for ev in self.detector.flush(end_sample):
             self._untranscribed[(ev.start_sample, ev.end_sample)] = (ev, None)
         self._tail = sorted(self._untranscribed.values(), key=lambda item: item[0].start_sample)

@@ -21,6 +21,10 @@ States (after pipecat's ``vad_analyzer``)::
   to react) and ``tail_ms`` after the end; it is bounded by ``max_turn_ms``: a turn that long
   is ended by force, and if the caller is still talking a new turn starts at once.
 - A turn with less than ``min_turn_ms`` of speech (a cough, a click) yields no TurnEnded.
+- ``stop_ms`` is the silence that ends a turn unless someone who knows the words says otherwise
+  for the pause under way: :meth:`TurnDetector.end_pause_after` (the turn collector, from a
+  ``SpeechPaused``'s early transcription and ``end_of_turn.py``) sets that pause's own wait, and
+  ends the turn at once if that much silence has already gone by.
 - Audio is concatenated frame by frame; gaps in ``start_sample`` are not filled (the turn's
   sample indices still come from the stream clock).
 """
@@ -105,6 +109,9 @@ class TurnParams:
     tail_ms: int = 200
     energy_gate_dbfs: float = -60.0
     pause_ms: int = 250  # SpeechPaused after this much silence (0: never); must be ≥ tail_ms
+    # The silence that ends a turn may be changed for one pause, once its words are known
+    # (:meth:`TurnDetector.end_pause_after`, decided by ``end_of_turn.py``); ``stop_ms`` is the
+    # wait until then, and the wait of every pause nobody decides on.
 
 
 class TurnDetector:
@@ -132,6 +139,8 @@ class TurnDetector:
         self._speech_run = 0  # STARTING: speech samples so far
         self._silence_start = 0  # STOPPING: first silent sample
         self._strong_end = 0  # end of the last frame at or above ``threshold`` (the turn's end)
+        self._pause_stop_n: int | None = None  # this pause's own stop (end_pause_after), else _stop_n
+        self._last_end = 0  # end of the last frame fed
         self.last_probability = 0.0
 
     @property
@@ -139,8 +148,31 @@ class TurnDetector:
         """Start of the current turn while SPEAKING/STOPPING, else None."""
         return self._speech_start if self.state in (TurnState.SPEAKING, TurnState.STOPPING) else None
 
+    @property
+    def pause_span(self) -> tuple[int, int] | None:
+        """While the caller pauses inside a turn (STOPPING): the ``(start, end)`` the turn would
+        have if it ended in this pause (a ``SpeechPaused``'s span); else None."""
+        if self.state is not TurnState.STOPPING:
+            return None
+        return self._speech_start, max(self._speech_start, min(self._strong_end, self._silence_start))
+
+    def end_pause_after(self, stop_ms: int) -> list[VadEvent]:
+        """This pause ends the turn after ``stop_ms`` of silence instead of ``stop_ms`` of the
+        params (until the caller speaks again). If that much silence has already been fed, the
+        turn ends now: its ``TurnEnded`` is returned."""
+        if self.state is not TurnState.STOPPING:
+            return []
+        self._pause_stop_n = max(1, stop_ms * self._ms)
+        if self._last_end - self._silence_start >= self._pause_stop_n:
+            turn_end = max(self._speech_start, min(self._strong_end, self._silence_start))
+            events = self._end_turn(turn_end, forced=False)
+            self.state = TurnState.QUIET
+            return events
+        return []
+
     def reset(self) -> None:
         """Drop any turn in progress (the probability source keeps its own state)."""
+        self._pause_stop_n = None
         self.state = TurnState.QUIET
         self._preroll.clear()
         self._preroll_len = 0
@@ -163,6 +195,7 @@ class TurnDetector:
         is_speech = prob >= (p.threshold - p.hysteresis if speaking else p.threshold)
         events: list[VadEvent] = []
         end = start_sample + n
+        self._last_end = end
         if prob >= p.threshold:
             self._strong_end = end
 
@@ -195,15 +228,17 @@ class TurnDetector:
             if is_speech:
                 self.state = TurnState.SPEAKING
                 self._paused = False
+                self._pause_stop_n = None
             else:
                 silent = end - self._silence_start
-                if self._pause_n and not self._paused and self._pause_n <= silent < self._stop_n:
+                stop_n = self._stop_n if self._pause_stop_n is None else self._pause_stop_n
+                if self._pause_n and not self._paused and self._pause_n <= silent < stop_n:
                     self._paused = True
                     turn_end = max(self._speech_start, min(self._strong_end, self._silence_start))
                     if turn_end - self._speech_start >= self._min_n:
                         audio = np.concatenate(self._frames)[: max(0, turn_end - self._audio_start) + self._tail_n]
                         events.append(SpeechPaused(self._speech_start, turn_end, audio))
-                if silent >= self._stop_n:
+                if silent >= stop_n:
                     turn_end = max(self._speech_start, min(self._strong_end, self._silence_start))
                     events.extend(self._end_turn(turn_end, forced=False))
                     self.state = TurnState.QUIET
@@ -257,6 +292,7 @@ class TurnDetector:
     def _end_turn(self, end_sample: int, *, forced: bool) -> list[VadEvent]:
         frames, self._frames = self._frames, []
         self._paused = False
+        self._pause_stop_n = None
         if end_sample - self._speech_start < self._min_n:
             return []
         audio = np.concatenate(frames) if frames else np.zeros(0, np.int16)

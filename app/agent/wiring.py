@@ -15,6 +15,7 @@ import logging
 import httpx
 import numpy as np
 
+from app.agent.end_of_turn import EndOfTurnPolicy
 from app.agent.factory import make_stt, make_tts
 from app.agent.interfaces import CallIO
 from app.agent.responder import make_responder
@@ -23,7 +24,7 @@ from app.agent.transcriber import TrackTranscriber, TranscriberIO, Transcription
 from app.agent.vad import SAMPLE_RATE, TurnParams, default_detector
 from app.config import Settings
 
-__all__ = ["AgentFactory", "CallAgent"]
+__all__ = ["AgentFactory", "CallAgent", "turn_taking"]
 
 log = logging.getLogger("callscribe.agent")
 
@@ -31,18 +32,39 @@ CATCH_UP_S = 10  # seconds of recorded caller audio the detector catches up on a
 # A client that says when the caller stops (StopSpeaking) owns the end of the turn: our silence
 # timer is set past the longest turn, so only the client's word (or a forced cut) ends one.
 CLIENT_TURN_STOP_MS = 60_000
+# With the end of turn from the words: the pause after which the turn so far is transcribed
+# (SpeechPaused), and the silence kept after the turn's last speech (tail). Equal, so that the
+# early transcription hears exactly the audio the turn ends with.
+JUDGE_PAUSE_MS = 120
+
+
+def turn_taking(s: Settings, *, turns_from_client: bool = False) -> tuple[TurnParams, EndOfTurnPolicy | None]:
+    """The turn detector's tuning and the end of turn from the words (None: a fixed wait) for a call.
+
+    Turns the client ends itself never end on our silence timer (the client decides). When every
+    verdict of the words would wait the same (all three END_OF_TURN_* equal), the detector's
+    ``stop_ms`` ends every turn, as before the rule existed."""
+    if turns_from_client:
+        return TurnParams(stop_ms=CLIENT_TURN_STOP_MS), None
+    policy = EndOfTurnPolicy(complete_ms=s.end_of_turn_complete_ms, incomplete_ms=s.end_of_turn_incomplete_ms,
+                             default_ms=s.end_of_turn_ms)
+    if policy.fixed:
+        return TurnParams(stop_ms=s.end_of_turn_ms), None
+    return TurnParams(stop_ms=s.end_of_turn_ms, pause_ms=JUDGE_PAUSE_MS, tail_ms=JUDGE_PAUSE_MS), policy
 
 
 class _SttAt:
-    """The shared speech-to-text, hearing one call's audio at its rate."""
+    """The shared speech-to-text, hearing one call's audio at its rate (and, for local Whisper,
+    with the assistant's shorter encoder window: the reply waits on this text)."""
 
-    def __init__(self, stt, rate: int) -> None:
+    def __init__(self, stt, rate: int, window_s: float | None = None) -> None:
         self._stt, self._rate = stt, rate
+        self._kw = {"window_s": window_s} if window_s is not None and hasattr(stt, "window_s") else {}
 
     async def transcribe(self, audio: np.ndarray) -> str:
         if self._rate == SAMPLE_RATE:
-            return await self._stt.transcribe(audio)
-        return await self._stt.transcribe(audio, rate=self._rate)
+            return await self._stt.transcribe(audio, **self._kw)
+        return await self._stt.transcribe(audio, rate=self._rate, **self._kw)
 
 
 class _TtsAt:
@@ -133,11 +155,11 @@ class CallAgent:
         self._starting = starting = asyncio.Event()
         try:
             s = self.factory.settings
-            # Turns the client ends itself never end on our silence timer (the client decides).
-            stop_ms = CLIENT_TURN_STOP_MS if self.turns_from_client else s.end_of_turn_ms
-            detector = await asyncio.to_thread(default_detector, TurnParams(stop_ms=stop_ms), self.rate)
-            session = AgentSession(self.io, _SttAt(self.factory.stt, self.rate), _TtsAt(self.factory.tts, self.rate),
-                                   self.responder, detector, barge_in=s.barge_in, rate=self.rate)
+            params, policy = turn_taking(s, turns_from_client=self.turns_from_client)
+            detector = await asyncio.to_thread(default_detector, params, self.rate)
+            session = AgentSession(self.io, _SttAt(self.factory.stt, self.rate, s.stt_window_s),
+                                   _TtsAt(self.factory.tts, self.rate), self.responder, detector,
+                                   barge_in=s.barge_in, rate=self.rate, end_of_turn=policy)
             # Catch up from the recording on what arrived meanwhile (all of it, for a fast replay
             # that is already over): even then, the caller's turns are found and transcribed.
             while self._missed is not None:
