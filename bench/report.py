@@ -166,13 +166,36 @@ def build_table(R: dict, quick: bool) -> list[dict]:
                              "ratio": u / ub, "target": "", "pass": None})
     W = R.get("wer")
     if W and not W.get("error"):
+        # Headline: the assistant's window (STT_WINDOW_S default, with its fall-back); beside it the full 30 s window.
+        head = W.get("window_s")
         for key, label in (("voice", "assistant: hibari voice → μ-law 8 kHz → Whisper WER"),
                            ("human", "human speech (testdata) → μ-law 8 kHz → Whisper WER")):
             p = W.get(key) or {}
-            if p.get("wer") is not None:
+            if p.get("wer") is None:
+                continue
+            bw = p.get("by_window") or {}
+            full = bw.get("30")
+            if head is None or full is None:  # a result from before the window comparison: 30 s only
                 rows.append({"figure": label, "ours": round(100 * p["wer"], 1), "unit": " %",
                              "baseline": None, "baseline_name": f"{p['edits']}/{p['words']} words",
                              "ratio": None, "target": "", "pass": None, "note": f"{p['edits']}/{p['words']} words"})
+                continue
+            short = bw[f"{head:g}"]
+            rows.append({"figure": f"{label} ({head:g} s)", "ours": round(100 * p["wer"], 1), "unit": " %",
+                         "baseline": round(100 * full["wer"], 1),
+                         "baseline_name": f"30 s window ({full['edits']}/{full['words']}; "
+                                          f"ours {p['edits']}/{p['words']} words)",
+                         "ratio": None, "target": "", "pass": None})
+            for w, b in bw.items():  # more windows asked for (bench/wer.py --windows)
+                if w not in ("30", f"{head:g}"):
+                    rows.append({"figure": f"  {key}: WER with a {w} s window", "ours": round(100 * b["wer"], 1),
+                                 "unit": " %", "baseline": round(100 * full["wer"], 1), "baseline_name": "30 s window",
+                                 "ratio": None, "target": "", "pass": None})
+            for what, field in (("CPU", "cpu_s_per_clip"), ("wall", "wall_s_per_clip")):
+                o, b = short.get(field), full.get(field)
+                rows.append({"figure": f"  {key}: Whisper {what} per clip, {head:g} s window", "ours": o, "unit": " s",
+                             "baseline": b, "baseline_name": f"30 s window ({short['clips']} clips)",
+                             "ratio": o / b if o is not None and b else None, "target": "", "pass": None})
     J = R.get("json_vs_orjson")
     if J and J.get("orjson_loads_us"):
         rows.append({"figure": "orjson.loads on a Twilio media message", "ours": J["orjson_loads_us"], "unit": " µs",

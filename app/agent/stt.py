@@ -7,8 +7,9 @@ tiny.en): feed whole turns, not fragments. Settings are the measured ones from
 
 A shorter window (``window_s``, used for the assistant's caller turns, where the reply waits on
 the text): the encoder, ~2/3 of the cost, runs on the turn padded to ``window_s`` instead of 30 s
-(measured on this 2-core machine: 3–8 s turns in 75–200 ms instead of 330–650 ms, the same words
-on the testdata). Whisper was trained on 30 s windows and, given a short one, sometimes repeats
+(measured on this 2-core machine: 3–8 s turns in 75–200 ms instead of 330–650 ms; on the testdata
+the words differ from the 30 s window's in two clips, "Ann"/"Anne" and digits grouped "10001"
+instead of "1 0 0 0 1": `make bench --bench wer` prints both windows side by side). Whisper was trained on 30 s windows and, given a short one, sometimes repeats
 itself, and it hears words in noise more readily; an answer that looks like that (a sentence said
 twice in a row, a high compression ratio, the token limit reached, or Whisper's no-speech
 probability above 0.6) is thrown away and the turn transcribed again with the full window.
