@@ -60,8 +60,20 @@ def _handshake_url(services: Services, ws: WebSocket) -> str:
     return str(ws.url).split("?")[0]
 
 
-@router.websocket("/media-stream")
-async def media_stream(ws: WebSocket) -> None:
+class _MediaStreamRoute:
+    """The route as a plain ASGI app: Starlette's WebSocket serves the handshake and the close, while
+    the frames are read and written with the raw ASGI calls, without its per-message wrapper (a
+    few per cent of the event loop at 100 messages a second per call, measured with py-spy)."""
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        await media_stream(WebSocket(scope, receive, send), receive, send)
+
+
+router.add_websocket_route("/media-stream", _MediaStreamRoute())
+
+
+async def media_stream(ws: WebSocket, receive=None, send=None) -> None:  # type: ignore[no-untyped-def]
+    """Handle one Media Stream. ``receive``/``send``: the raw ASGI calls (default: the WebSocket's)."""
     services: Services = ws.app.state.services
     settings = services.settings
     if settings.twilio_auth_token:
@@ -71,7 +83,7 @@ async def media_stream(ws: WebSocket) -> None:
             await ws.close(code=close_codes.POLICY)  # before accept: the upgrade is answered 403
             return
     await ws.accept()
-    shell = _StreamShell(ws, services)
+    shell = _StreamShell(ws, services, receive or ws.receive, send)
     try:
         await shell.run()
     finally:
@@ -121,8 +133,10 @@ class TwilioTransport:
 
 
 class _StreamShell:
-    def __init__(self, ws: WebSocket, services: Services) -> None:
+    def __init__(self, ws: WebSocket, services: Services, receive=None, send=None) -> None:  # type: ignore[no-untyped-def]
         self.ws = ws
+        self._receive = receive or ws.receive
+        self._send_raw = send
         self.services = services
         self.proto = StreamProtocol()
         self.call: CallSession | None = None
@@ -147,8 +161,11 @@ class _StreamShell:
     async def send(self, text: str) -> None:
         if not self._closed and not self._send_dead and self.ws.application_state == WebSocketState.CONNECTED:
             try:
-                await self.ws.send_text(text)
-            except (WebSocketDisconnect, RuntimeError, OSError):
+                if self._send_raw is not None:
+                    await self._send_raw({"type": "websocket.send", "text": text})
+                else:
+                    await self.ws.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError):  # uvicorn's ClientDisconnected is an OSError
                 # The client is closing (e.g. Twilio's close right after `stop`): stop sending, but
                 # keep reading what it already sent — the `stop` may still be in the queue.
                 self._send_dead = True
@@ -201,9 +218,10 @@ class _StreamShell:
 
     async def _run(self) -> None:
         limit = self.services.settings.max_ws_message_bytes
+        receive = self._receive
         while True:
             try:
-                msg = await self.ws.receive()
+                msg = await receive()
             except (RuntimeError, WebSocketDisconnect):
                 return
             if msg["type"] == "websocket.disconnect":
