@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     finalize_workers: int = 2
     export_interval_s: float = 5.0
+    # Encoder processes for the incremental export of live calls (unset: 2, or 1 on a one-core machine;
+    # 0: threads of the serving process, as before). Each runs at ENCODER_NICE, so frames come first.
+    encoder_processes: int | None = None
+    encoder_nice: int = 5
 
     @field_validator("default_audio_format")
     @classmethod

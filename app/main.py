@@ -81,12 +81,13 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
     store = store_for(settings)
     opts = export_options(settings)
     registry = CallRegistry(store, opts, max_concurrent=settings.max_concurrent_calls, workers=settings.finalize_workers,
-                             events=events,
+                             events=events, encoder_processes=settings.encoder_processes,
+                             encoder_nice=settings.encoder_nice,
                              uploads=segment_uploads(store.artefacts, settings.segment_seconds))  # None unless S3
     if agent_factory is None and (settings.greeting == "assistant" or settings.transcribe):
         agent_factory = _default_agent_factory(settings)
     store.coordinator.stream_secret()  # made (or read) now: a storage fault stops the start, not the first call
-    services = Services(settings=settings, store=store, registry=registry, opts=opts,
+    services = Services(settings=settings, store=store, registry=registry, opts=registry.opts,  # with its encoder pool
                         agent_factory=agent_factory, events=events,
                         chunk_bytes=chunk_bytes, web_calls=BrowserCalls())
 

@@ -3,7 +3,8 @@
 Every ``interval_s`` of wall time, and sooner when the call's clock has run ahead (a replay
 faster than real time), the settled part of the conversation (before ``settled()``: nothing
 there can change any more, since a clear only removes audio after "now" and late frames land
-within the reorder window) is encoded on a worker thread. A format chosen mid-call, on any worker
+within the reorder window) is encoded on a worker thread, or in an encoder process (app.recording.encoder_pool)
+when the server has them. A format chosen mid-call, on any worker
 (the coordinator's format token changes), replaces the exporter, which catches up in the background.
 With S3, the same settled sample feeds ``segments`` (app.recording.segments), which uploads it in
 segment objects from its own threads.
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
+from app.recording.encoder_pool import WorkerLost
 from app.recording.export import ConversationExporter
 from app.recording.finalize import ExportOptions, make_exporter
 from app.storage.store import CallStore
@@ -46,6 +48,7 @@ class ExportSchedule:
         self._kick = asyncio.Event()
         self._kick_at = int(interval_s * rate * 2)  # samples of unexported call time that wake it early
         self._ended = False
+        self._reopen = False  # the exporter's encoder process died: open it again at the next tick
         self.segments: SegmentUploader | None = None  # set by the registry when S3 is on
 
     def begin(self) -> None:
@@ -107,18 +110,33 @@ class ExportSchedule:
             except Exception as exc:
                 log.error("call %s: cannot open the exporter (%s)", self.sid, type(exc).__name__)
                 return
+        if self.exporter is None and self._reopen:  # its encoder process died: start over on another one
+            self._reopen = False
+            try:
+                self.exporter = await loop.run_in_executor(self.executor, make_exporter, self.store, self.sid,
+                                                           self.opts)
+            except Exception as exc:
+                log.error("call %s: cannot open the exporter again (%s)", self.sid, type(exc).__name__)
+                return
         exporter = self.exporter
         settled = self.settled()
         if exporter is None or settled <= exporter.done:
             return
-        self._busy = loop.run_in_executor(self.executor, exporter.advance, settled)
+        advance_future = getattr(exporter, "advance_future", None)  # an encoder process's: no thread needed
+        if advance_future is not None:
+            self._busy = asyncio.wrap_future(advance_future(settled))
+        else:
+            self._busy = loop.run_in_executor(self.executor, exporter.advance, settled)
         try:
             await self._busy
         except asyncio.CancelledError:
-            raise  # call ending: finish() waits for this advance on the exporter's lock
+            raise  # call ending: finish() waits for this advance (the exporter's lock, or the worker's order)
         except Exception as exc:
-            log.error("call %s: incremental export failed (%s); will retry at hang-up", self.sid, type(exc).__name__)
+            lost = isinstance(exc, WorkerLost)
+            log.error("call %s: incremental export failed (%s); %s", self.sid, type(exc).__name__,
+                      "starting over on another encoder process" if lost else "will retry at hang-up")
             self.exporter = None
+            self._reopen = lost  # a dead process, not the encoder failing on this call: once more
             await loop.run_in_executor(self.executor, exporter.abort)
         finally:
             self._busy = None

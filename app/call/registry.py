@@ -9,6 +9,7 @@ it ends every live call and waits for their files.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 from app import close_codes
 from app.call.end import EndReason
 from app.call.session import CallSession
+from app.recording.encoder_pool import EncoderPool, default_processes
 from app.recording.events import RecordingEvents, emit
 from app.recording.finalize import ExportOptions, finalize_call, rewrite_transcript
 from app.recording.segments import SegmentUploads
@@ -40,11 +42,19 @@ class CallRefused(Exception):
 
 class CallRegistry:
     def __init__(self, store: CallStore, opts: ExportOptions, *, max_concurrent: int = 200, workers: int = 2,
-                 events: RecordingEvents | None = None, uploads: SegmentUploads | None = None) -> None:
-        """``uploads``: with S3, sends each live call's segments and commits its files (None: all stays local)."""
+                 events: RecordingEvents | None = None, uploads: SegmentUploads | None = None,
+                 encoder_processes: int | None = 0, encoder_nice: int = 5) -> None:
+        """``uploads``: with S3, sends each live call's segments and commits its files (None: all stays local).
+        ``encoder_processes``: the processes that encode the live calls (app.recording.encoder_pool;
+        None: the default number; 0: this process's export threads)."""
         self.store = store
         self.uploads = uploads
         self.events = events
+        if encoder_processes is None:
+            encoder_processes = default_processes()
+        self.encoder_pool = EncoderPool(encoder_processes, nice=encoder_nice) if encoder_processes > 0 else None
+        if self.encoder_pool is not None:
+            opts = dataclasses.replace(opts, encoder_pool=self.encoder_pool)
         self.opts = opts
         self.max_concurrent = max_concurrent
         self.executor = background_executor("callscribe-export", workers)
@@ -291,3 +301,5 @@ class CallRegistry:
         if self.uploads is not None:  # what S3 has not taken yet stays on disk for the next start
             await asyncio.to_thread(self.uploads.close, min(timeout, 10.0))
         self.executor.shutdown(wait=True)
+        if self.encoder_pool is not None:  # every call is finalised: the encoder processes exit and are reaped
+            await asyncio.to_thread(self.encoder_pool.close)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import soundfile as sf
 
@@ -23,6 +23,9 @@ from app.recording.export import ConversationExporter
 from app.recording.summary import iso
 from app.storage.paths import is_turn_clip, output_name, turn_clip_name
 from app.storage.store import CallStore
+
+if TYPE_CHECKING:
+    from app.recording.encoder_pool import EncoderPool, PooledExporter
 
 __all__ = ["ExportOptions", "ExportedAudio", "chosen_format", "make_exporter", "export_conversation",
            "write_turn_clips"]
@@ -41,6 +44,9 @@ class ExportOptions:
     record_audio: bool = True  # RECORD_CONVERSATIONS=false: transcript and summary only, masters deleted
     per_turn_clips: bool = False  # one clip per turn: call_<sid>_turn<NN>_<role>.<ext>
     timeline_svg: bool = True  # the picture of the call: call_<sid>_timeline.svg
+    # The encoder processes (app.recording.encoder_pool) that encode the calls of a server
+    # (ENCODER_PROCESSES); None: in this process (the command line, tests, ENCODER_PROCESSES=0).
+    encoder_pool: EncoderPool | None = field(default=None, compare=False, repr=False)
 
 
 def chosen_format(store: CallStore, sid: str, opts: ExportOptions) -> tuple[str, int | None]:
@@ -50,12 +56,21 @@ def chosen_format(store: CallStore, sid: str, opts: ExportOptions) -> tuple[str,
     return choice.format, choice.bitrate_kbps or opts.mp3_kbps
 
 
-def make_exporter(store: CallStore, sid: str, opts: ExportOptions) -> ConversationExporter:
+def make_exporter(store: CallStore, sid: str, opts: ExportOptions) -> ConversationExporter | PooledExporter:
+    """The call's exporter: in an encoder process when ``opts`` has a pool, else in this one."""
     fmt_name, kbps = chosen_format(store, sid, opts)
     fmt = get_format(fmt_name)
     tracks = None
     if opts.per_track_files:
         tracks = (store.output(sid, "caller", fmt.extension), store.output(sid, "other", fmt.extension))
+    if opts.encoder_pool is not None:
+        try:
+            return opts.encoder_pool.exporter(sid, store.files(sid).masters,
+                                              store.output(sid, "conversation", fmt.extension), fmt,
+                                              channels=opts.channels, sample_rate=opts.sample_rate, mp3_kbps=kbps,
+                                              track_paths=tracks)
+        except OSError as exc:  # no encoder process could be started (out of processes, memory): encode here
+            log.error("call %s: no encoder process (%s); encoding in the server process", sid, type(exc).__name__)
     return ConversationExporter(store.files(sid).masters, store.output(sid, "conversation", fmt.extension),
                                 fmt, channels=opts.channels, sample_rate=opts.sample_rate, mp3_kbps=kbps,
                                 track_paths=tracks)

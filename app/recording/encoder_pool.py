@@ -1,0 +1,474 @@
+"""Encoder worker processes: the incremental export of live calls, off the serving process.
+
+Why: encoding is about half of the server's CPU per call, and threads of the serving process share
+its GIL with the event loop, so encoding slows the frames and, at a lowered thread priority,
+starves while they arrive. Here a small pool of processes (``ENCODER_PROCESSES``) holds the
+``ConversationExporter`` of each live call: the loop only sends a few bytes per advance.
+
+Each worker is ``python -m app.recording.encoder_pool`` (a fresh interpreter started with
+``subprocess``, never a fork of the threaded server) speaking length-prefixed pickles on its
+stdin/stdout. A call is pinned to one worker for its life (its encoder state lives there); the
+worker serves its calls round-robin in slices of ``SLICE_S`` seconds of audio, so one call's long
+catch-up (a format change, a call exported at hang-up) never holds another call's hang-up back.
+Commands of one call run in the order sent. The worker exits when its stdin closes (the server
+ended, or died: the kernel closes the pipe), so it never outlives the server.
+
+``PooledExporter`` has the part of ``ConversationExporter``'s interface the export schedule and
+finalisation use (advance/finish/abort/done/talk/settings_note/fmt/track_paths/out_path). If its
+worker dies, ``finish`` exports the call again from the masters (the source of truth) on a fresh
+worker; if that one dies too it raises, and finalisation writes WAV in-process (no encoder needed).
+The encoder itself never runs in the serving process while the pool is on, so an encoder that
+kills its process (LAME aborts on some misuse) cannot take the server with it.
+
+No framework imports: this module is used by the registry and run as the worker's main.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EncoderPool", "PooledExporter", "WorkerLost", "default_processes", "SLICE_S"]
+
+log = logging.getLogger("callscribe.encoder")
+
+SLICE_S = 10  # seconds of call audio a worker encodes for one call before serving the next
+_HEADER = struct.Struct("<I")
+_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding the `app` package
+_ABORT_TIMEOUT_S = 60.0
+_FINISH_TIMEOUT_S = 900.0
+
+
+class WorkerLost(RuntimeError):
+    """The encoder process serving a call died (or was stopped) before answering."""
+
+
+def default_processes() -> int:
+    """ENCODER_PROCESSES unset: two workers, or one on a single-core machine."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+# =========================================================================================== framing
+def _send(fh, msg: Any) -> None:
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    fh.write(_HEADER.pack(len(data)) + data)
+    fh.flush()
+
+
+def _read_exact(fh, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = fh.read(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv(fh) -> Any | None:
+    head = _read_exact(fh, _HEADER.size)
+    if head is None:
+        return None
+    body = _read_exact(fh, _HEADER.unpack(head)[0])
+    return None if body is None else pickle.loads(body)
+
+
+# =========================================================================================== the server side
+class _Worker:
+    """One encoder process, its pipe and the thread that reads its answers."""
+
+    def __init__(self, index: int, nice: int) -> None:
+        self.index = index
+        self.calls: dict[str, int] = {}  # the calls pinned here: their open exporters
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[Future, Any]] = {}
+        self._lock = threading.Lock()
+        self.alive = True
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.recording.encoder_pool", str(nice)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+                                     cwd=_ROOT)
+        self.pid = self.proc.pid
+        self._reader = threading.Thread(target=self._read, name=f"callscribe-encoder-{index}-reader", daemon=True)
+        self._reader.start()
+
+    def request(self, call: str, op: str, key: int, args: tuple = (), on_reply=None) -> Future:
+        """Send one command; its answer resolves the future (``on_reply(value)`` runs first, in the reader)."""
+        fut: Future = Future()
+        with self._lock:
+            if not self.alive:
+                fut.set_exception(WorkerLost(f"encoder process {self.pid} is gone"))
+                return fut
+            rid = next(self._ids)
+            self._pending[rid] = (fut, on_reply)
+            try:
+                _send(self.proc.stdin, (rid, call, op, key, args))
+            except (OSError, ValueError):  # the pipe is closed: the process died
+                self._pending.pop(rid, None)
+                fut.set_exception(WorkerLost(f"encoder process {self.pid} is gone"))
+        return fut
+
+    def _read(self) -> None:
+        out = self.proc.stdout
+        while True:
+            try:
+                msg = _recv(out)
+            except Exception:  # a torn message: the process died mid-write
+                msg = None
+            if msg is None:
+                break
+            rid, ok, value = msg
+            with self._lock:
+                fut, on_reply = self._pending.pop(rid, (None, None))
+            if fut is None:
+                continue
+            if ok and on_reply is not None:
+                try:
+                    on_reply(value)
+                except Exception:
+                    log.exception("encoder reply handler failed")
+            _resolve(fut, ok, value)
+        self._lost()
+
+    def _lost(self) -> None:
+        with self._lock:
+            was_alive, self.alive = self.alive, False
+            pending, self._pending = self._pending, {}
+        try:  # reap it (its pipe closes as it exits)
+            code = self.proc.wait(5)
+        except subprocess.TimeoutExpired:  # alive with its answers cut off: of no use any more
+            self.proc.kill()
+            code = self.proc.wait()
+        if was_alive:
+            log.error("encoder process %s exited (code %s); the calls it held are encoded again from their masters",
+                      self.pid, code)
+        for fut, _ in pending.values():
+            _resolve(fut, False, WorkerLost(f"encoder process {self.pid} exited (code {code})"))
+
+    def close(self, timeout: float) -> None:
+        with self._lock:
+            self.alive = False
+            try:
+                self.proc.stdin.close()  # the worker exits at end of input
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._reader.join(5)
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+
+
+def _resolve(fut: Future, ok: bool, value: Any) -> None:
+    if fut.done():  # cancelled by its waiter (a call that ended while its advance ran)
+        return
+    try:
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+    except Exception:  # InvalidStateError: cancelled meanwhile
+        pass
+
+
+class EncoderPool:
+    """``processes`` encoder workers, started on first use; a dead one is replaced for new calls."""
+
+    def __init__(self, processes: int, *, nice: int = 5) -> None:
+        if processes < 1:
+            raise ValueError("an encoder pool needs at least one process")
+        self.processes = processes
+        self.nice = nice
+        self._workers: list[_Worker | None] = [None] * processes
+        self._lock = threading.Lock()
+        self._keys = itertools.count(1)
+        self.closed = False
+
+    def _worker_for(self, call: str) -> _Worker:
+        """The call's worker: the one it is pinned to while that lives, else the least busy (started if need be)."""
+        with self._lock:
+            if self.closed:
+                raise WorkerLost("the encoder pool is closed")
+            for w in self._workers:
+                if w is not None and w.alive and call in w.calls:
+                    w.calls[call] += 1
+                    return w
+            for i, w in enumerate(self._workers):
+                if w is None or not w.alive:
+                    if w is not None:
+                        w.proc.poll()  # reap it
+                    self._workers[i] = _Worker(i, self.nice)
+            w = min(self._workers, key=lambda x: len(x.calls))  # type: ignore[union-attr, return-value]
+            w.calls[call] = 1
+            return w
+
+    def release(self, call: str, worker: _Worker) -> None:
+        with self._lock:
+            n = worker.calls.pop(call, 0) - 1
+            if n > 0:
+                worker.calls[call] = n
+
+    def exporter(self, call: str, masters: tuple[Path, Path], out_path: Path, fmt, *, channels: int = 1,
+                 sample_rate: int | None = None, mp3_kbps: int | None = None,
+                 track_paths: tuple[Path, Path] | None = None) -> PooledExporter:
+        """A ``ConversationExporter`` of ``call`` living in a worker (opened there asynchronously: an
+        error opening it is raised by the first advance or by finish)."""
+        params = {"masters": tuple(str(m) for m in masters), "out_path": str(out_path), "fmt": fmt.name,
+                  "channels": channels, "sample_rate": sample_rate, "mp3_kbps": mp3_kbps,
+                  "track_paths": tuple(str(p) for p in track_paths) if track_paths else None}
+        return PooledExporter(self, call, fmt, params)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.pid for w in self._workers if w is not None and w.alive]
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the workers (each ends its current slice and exits at end of input) and reap them."""
+        with self._lock:
+            self.closed = True
+            workers, self._workers = [w for w in self._workers if w is not None], [None] * self.processes
+        for w in workers:
+            w.close(timeout)
+
+
+class PooledExporter:
+    """A call's exporter in an encoder process, with ``ConversationExporter``'s interface."""
+
+    def __init__(self, pool: EncoderPool, call: str, fmt, params: dict[str, Any]) -> None:
+        from app.recording.export import TalkStats
+
+        self.pool = pool
+        self.call = call
+        self.fmt = fmt
+        self.params = params
+        self.out_path = Path(params["out_path"])
+        self.track_paths = tuple(Path(p) for p in params["track_paths"]) if params["track_paths"] else None
+        self.done = 0  # samples encoded in the worker (its last answer)
+        self.talk = TalkStats()
+        self.settings_note: str | None = None
+        self.closed = False
+        self.key = next(pool._keys)
+        self._worker = pool._worker_for(call)
+        self._worker.request(call, "open", self.key, (params,), on_reply=self._opened)
+
+    @property
+    def worker_pid(self) -> int:
+        return self._worker.pid
+
+    def _opened(self, value: dict[str, Any]) -> None:
+        self.settings_note = value["settings_note"]
+
+    def _progress(self, value: dict[str, Any]) -> None:
+        self.done = max(self.done, value["done"])
+
+    def _finished(self, value: dict[str, Any]) -> None:
+        self.done = value["done"]
+        self.talk = value["talk"]
+        self.settings_note = value["settings_note"]
+
+    # ---------------------------------------------------------------- the interface
+    def advance_future(self, upto: int) -> Future:
+        """Encode [done, upto) in the worker; the future resolves when it is done (awaitable with
+        ``asyncio.wrap_future``). Cancelling it does not stop the work: later commands follow it."""
+        if self.closed:
+            f: Future = Future()
+            f.set_exception(RuntimeError("exporter already closed"))
+            return f
+        return self._worker.request(self.call, "advance", self.key, (upto,), on_reply=self._progress)
+
+    def advance(self, upto: int, last: bool = False) -> None:
+        if last:
+            raise ValueError("a pooled exporter ends with finish()")
+        self.advance_future(upto).result()
+
+    def finish(self, total: int) -> Path:
+        """Encode the rest in the worker and move the files into place. A worker that died meanwhile:
+        the call is exported whole from its masters on a fresh worker."""
+        if self.closed:
+            raise RuntimeError("exporter already closed")
+        self.closed = True
+        fut = self._worker.request(self.call, "finish", self.key, (total,), on_reply=self._finished)
+        try:
+            try:
+                return Path(_wait(fut, _FINISH_TIMEOUT_S, self._worker)["path"])
+            except WorkerLost as exc:
+                log.warning("call %s: %s; exporting it from the masters on another encoder process", self.call, exc)
+            self.pool.release(self.call, self._worker)
+            self._worker = self.pool._worker_for(self.call)
+            self.done = 0
+            fut = self._worker.request(self.call, "export", self.key, (self.params, total), on_reply=self._finished)
+            return Path(_wait(fut, _FINISH_TIMEOUT_S, self._worker)["path"])
+        finally:
+            self.pool.release(self.call, self._worker)
+
+    def abort(self) -> None:
+        """Drop the exporter and its half-written files (done here when the worker is gone)."""
+        self.closed = True
+        try:
+            _wait(self._worker.request(self.call, "abort", self.key), _ABORT_TIMEOUT_S, self._worker)
+        except Exception as exc:
+            if not isinstance(exc, WorkerLost):
+                log.warning("call %s: aborting its export failed (%s)", self.call, type(exc).__name__)
+            for p in [self.out_path] + list(self.track_paths or ()):
+                try:
+                    os.unlink(str(p) + ".partial")
+                except OSError:
+                    pass
+        finally:
+            self.pool.release(self.call, self._worker)
+
+
+def _wait(fut: Future, timeout: float, worker: _Worker) -> Any:
+    try:
+        return fut.result(timeout)
+    except FutureTimeout:
+        log.error("encoder process %s did not answer in %.0f s; stopping it", worker.pid, timeout)
+        worker.kill()
+        raise WorkerLost(f"encoder process {worker.pid} did not answer in {timeout:.0f} s") from None
+
+
+# =========================================================================================== the worker
+class _Job:
+    """One command of a call, in progress."""
+
+    __slots__ = ("rid", "op", "key", "args")
+
+    def __init__(self, rid: int, op: str, key: int, args: tuple) -> None:
+        self.rid, self.op, self.key, self.args = rid, op, key, args
+
+
+def _open(params: dict[str, Any]):
+    from app.audio.formats import get_format
+    from app.recording.export import ConversationExporter
+
+    tracks = tuple(Path(p) for p in params["track_paths"]) if params["track_paths"] else None
+    return ConversationExporter(tuple(Path(m) for m in params["masters"]), Path(params["out_path"]),
+                                get_format(params["fmt"]), channels=params["channels"],
+                                sample_rate=params["sample_rate"], mp3_kbps=params["mp3_kbps"], track_paths=tracks)
+
+
+def _step(ex, upto: int, slice_samples: int) -> bool:
+    """Advance ``ex`` by at most one slice towards ``upto``; True when there is no more to do before it."""
+    target = min(upto, ex.done + slice_samples)
+    before = ex.done
+    ex.advance(target)
+    return ex.done >= upto or ex.done == before
+
+
+def _finished(ex) -> dict[str, Any]:
+    return {"path": str(ex.out_path), "done": ex.done, "talk": ex.talk, "settings_note": ex.settings_note}
+
+
+def worker_main(nice: int = 5) -> None:  # pragma: no cover - runs in the worker process (tests drive it)
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print() must not corrupt the answers
+    stdin = os.fdopen(os.dup(0), "rb")
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        while True:
+            try:
+                msg = _recv(stdin)
+            except Exception:
+                msg = None
+            inbox.put(msg)
+            if msg is None:
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    exporters: dict[int, Any] = {}
+    work: OrderedDict[str, deque[_Job]] = OrderedDict()  # call → its commands, in order; served round-robin
+
+    def reply(rid: int, ok: bool, value: Any) -> None:
+        try:
+            _send(out, (rid, ok, value))
+        except (pickle.PicklingError, TypeError, AttributeError):
+            _send(out, (rid, False, RuntimeError(f"{type(value).__name__}: {value}")))
+
+    def take(msg) -> None:
+        if msg is None:  # the server closed the pipe (or died): stop now (its masters hold every call)
+            os._exit(0)
+        rid, call, op, key, args = msg
+        work.setdefault(call, deque()).append(_Job(rid, op, key, args))
+
+    while True:
+        if not work:
+            take(inbox.get())
+        while True:
+            try:
+                take(inbox.get_nowait())
+            except queue.Empty:
+                break
+        call, jobs = next(iter(work.items()))
+        job = jobs[0]
+        finished = True
+        try:
+            ex = exporters.get(job.key)
+            if job.op == "open":
+                ex = exporters[job.key] = _open(job.args[0])
+                value: Any = {"settings_note": ex.settings_note}
+            elif job.op == "export":  # a whole call in one: open, then finish below
+                if ex is None:
+                    ex = exporters[job.key] = _open(job.args[0])
+                job.op, job.args = "finish", (job.args[1],)
+                finished = False
+            elif ex is None:
+                if job.op != "abort":
+                    raise RuntimeError("the exporter is not open (opening it failed)")
+                value = None
+            elif job.op == "advance":
+                finished = _step(ex, job.args[0], ex.source_rate * SLICE_S)
+                value = {"done": ex.done}
+            elif job.op == "finish":
+                total = job.args[0]
+                if total - ex.done > ex.source_rate * SLICE_S:
+                    _step(ex, total, ex.source_rate * SLICE_S)
+                    finished = False
+                else:
+                    ex.finish(total)
+                    del exporters[job.key]
+                    value = _finished(ex)
+            elif job.op == "abort":
+                ex.abort()
+                del exporters[job.key]
+                value = None
+            else:
+                raise RuntimeError(f"unknown command {job.op!r}")
+            ok = True
+        except Exception as exc:
+            ok, value, finished = False, exc, True
+        if finished:
+            jobs.popleft()
+            reply(job.rid, ok, value)
+        work.move_to_end(call)  # round-robin: the next call's turn
+        if not jobs:
+            del work[call]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    worker_main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
