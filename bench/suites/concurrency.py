@@ -236,6 +236,8 @@ def run(args, R: dict) -> None:
     main_kinds = ["ours", "bare"]
     diag = [] if (args.quick or args.no_diagnostics) else ["ours_w2", "ours_wav", "ours_transcribe",
                                                            "bare_oldstack", "ours_oldstack"]
+    if args.diagnostics is not None and not args.no_diagnostics:
+        diag = [k for k in args.diagnostics.split(",") if k]
     ref = cpu_ref_calls(args)
     runs: list[dict] = []
     loads: list[dict] = []
