@@ -50,6 +50,7 @@ class ExportSchedule:
         self._ended = False
         self._reopen = False  # the exporter's encoder process died: open it again at the next tick
         self.segments: SegmentUploader | None = None  # set by the registry when S3 is on
+        self._logged_error = False
 
     def begin(self) -> None:
         if not self.opts.record_audio:
@@ -57,9 +58,15 @@ class ExportSchedule:
         try:
             self.exporter = make_exporter(self.store, self.sid, self.opts)
         except Exception as exc:  # the call records anyway; hang-up exports from the masters
-            log.error("call %s: cannot open the exporter (%s); will export at hang-up", self.sid, type(exc).__name__)
+            self._error("call %s: cannot open the exporter (%s); will export at hang-up", self.sid, type(exc).__name__)
         if self.interval_s > 0:
             self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def _error(self, msg: str, *args: object) -> None:
+        """One ERROR line per call for its incremental export (a full disk fails every attempt; the
+        hang-up export from the masters says what finally happened); later ones at DEBUG."""
+        log.log(logging.DEBUG if self._logged_error else logging.ERROR, msg, *args)
+        self._logged_error = True
 
     def on_progress(self, settled: int) -> None:
         """Called per chunk of audio with the settled sample: wake the loop early when it has run far ahead."""
@@ -80,7 +87,7 @@ class ExportSchedule:
             try:
                 await self._busy
             except Exception as exc:
-                log.error("call %s: the last incremental export failed (%s); exporting at hang-up from the masters",
+                self._error("call %s: the last incremental export failed (%s); exporting at hang-up from the masters",
                           self.sid, type(exc).__name__)
                 self.exporter = None
         return self.exporter
@@ -108,7 +115,7 @@ class ExportSchedule:
                 self.exporter = await loop.run_in_executor(self.executor, make_exporter, self.store, self.sid,
                                                            self.opts)
             except Exception as exc:
-                log.error("call %s: cannot open the exporter (%s)", self.sid, type(exc).__name__)
+                self._error("call %s: cannot open the exporter (%s)", self.sid, type(exc).__name__)
                 return
         if self.exporter is None and self._reopen:  # its encoder process died: start over on another one
             self._reopen = False
@@ -116,7 +123,7 @@ class ExportSchedule:
                 self.exporter = await loop.run_in_executor(self.executor, make_exporter, self.store, self.sid,
                                                            self.opts)
             except Exception as exc:
-                log.error("call %s: cannot open the exporter again (%s)", self.sid, type(exc).__name__)
+                self._error("call %s: cannot open the exporter again (%s)", self.sid, type(exc).__name__)
                 return
         exporter = self.exporter
         settled = self.settled()
@@ -133,7 +140,7 @@ class ExportSchedule:
             raise  # call ending: finish() waits for this advance (the exporter's lock, or the worker's order)
         except Exception as exc:
             lost = isinstance(exc, WorkerLost)
-            log.error("call %s: incremental export failed (%s); %s", self.sid, type(exc).__name__,
+            self._error("call %s: incremental export failed (%s); %s", self.sid, type(exc).__name__,
                       "starting over on another encoder process" if lost else "will retry at hang-up")
             self.exporter = None
             self._reopen = lost  # a dead process, not the encoder failing on this call: once more
