@@ -5,7 +5,7 @@ its GIL with the event loop, so encoding slows the frames and, at a lowered thre
 starves while they arrive. Here a small pool of processes (``ENCODER_PROCESSES``) holds the
 ``ConversationExporter`` of each live call: the loop only sends a few bytes per advance.
 
-Each worker is ``python -m app.recording.encoder_pool`` (a fresh interpreter started with
+Each worker is ``python -m app.recording.encoder_worker`` (a fresh interpreter started with
 ``subprocess``, never a fork of the threaded server) speaking length-prefixed pickles on its
 stdin/stdout. A call is pinned to one worker for its life (its encoder state lives there); the
 worker serves its calls round-robin in slices of ``SLICE_S`` seconds of audio, so one call's long
@@ -28,24 +28,20 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import pickle
-import queue
-import struct
 import subprocess
 import sys
 import threading
-from collections import OrderedDict, deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
+from app.recording.encoder_worker import SLICE_S, recv_msg, send_msg
+
 __all__ = ["EncoderPool", "PooledExporter", "WorkerLost", "default_processes", "SLICE_S"]
 
 log = logging.getLogger("callscribe.encoder")
 
-SLICE_S = 10  # seconds of call audio a worker encodes for one call before serving the next
-_HEADER = struct.Struct("<I")
 _ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding the `app` package
 _ABORT_TIMEOUT_S = 60.0
 _FINISH_TIMEOUT_S = 900.0
@@ -58,31 +54,6 @@ class WorkerLost(RuntimeError):
 def default_processes() -> int:
     """ENCODER_PROCESSES unset: two workers, or one on a single-core machine."""
     return max(1, min(2, os.cpu_count() or 1))
-
-
-# =========================================================================================== framing
-def _send(fh, msg: Any) -> None:
-    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-    fh.write(_HEADER.pack(len(data)) + data)
-    fh.flush()
-
-
-def _read_exact(fh, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = fh.read(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-def _recv(fh) -> Any | None:
-    head = _read_exact(fh, _HEADER.size)
-    if head is None:
-        return None
-    body = _read_exact(fh, _HEADER.unpack(head)[0])
-    return None if body is None else pickle.loads(body)
 
 
 # =========================================================================================== the server side
@@ -98,7 +69,7 @@ class _Worker:
         self.alive = True
         env = dict(os.environ)
         env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.recording.encoder_pool", str(nice)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.recording.encoder_worker", str(nice)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
                                      cwd=_ROOT)
         self.pid = self.proc.pid
@@ -115,7 +86,7 @@ class _Worker:
             rid = next(self._ids)
             self._pending[rid] = (fut, on_reply)
             try:
-                _send(self.proc.stdin, (rid, call, op, key, args))
+                send_msg(self.proc.stdin, (rid, call, op, key, args))
             except (OSError, ValueError):  # the pipe is closed: the process died
                 self._pending.pop(rid, None)
                 fut.set_exception(WorkerLost(f"encoder process {self.pid} is gone"))
@@ -125,7 +96,7 @@ class _Worker:
         out = self.proc.stdout
         while True:
             try:
-                msg = _recv(out)
+                msg = recv_msg(out)
             except Exception:  # a torn message: the process died mid-write
                 msg = None
             if msg is None:
@@ -345,130 +316,3 @@ def _wait(fut: Future, timeout: float, worker: _Worker) -> Any:
         log.error("encoder process %s did not answer in %.0f s; stopping it", worker.pid, timeout)
         worker.kill()
         raise WorkerLost(f"encoder process {worker.pid} did not answer in {timeout:.0f} s") from None
-
-
-# =========================================================================================== the worker
-class _Job:
-    """One command of a call, in progress."""
-
-    __slots__ = ("rid", "op", "key", "args")
-
-    def __init__(self, rid: int, op: str, key: int, args: tuple) -> None:
-        self.rid, self.op, self.key, self.args = rid, op, key, args
-
-
-def _open(params: dict[str, Any]):
-    from app.audio.formats import get_format
-    from app.recording.export import ConversationExporter
-
-    tracks = tuple(Path(p) for p in params["track_paths"]) if params["track_paths"] else None
-    return ConversationExporter(tuple(Path(m) for m in params["masters"]), Path(params["out_path"]),
-                                get_format(params["fmt"]), channels=params["channels"],
-                                sample_rate=params["sample_rate"], mp3_kbps=params["mp3_kbps"], track_paths=tracks)
-
-
-def _step(ex, upto: int, slice_samples: int) -> bool:
-    """Advance ``ex`` by at most one slice towards ``upto``; True when there is no more to do before it."""
-    target = min(upto, ex.done + slice_samples)
-    before = ex.done
-    ex.advance(target)
-    return ex.done >= upto or ex.done == before
-
-
-def _finished(ex) -> dict[str, Any]:
-    return {"path": str(ex.out_path), "done": ex.done, "talk": ex.talk, "settings_note": ex.settings_note}
-
-
-def worker_main(nice: int = 5) -> None:  # pragma: no cover - runs in the worker process (tests drive it)
-    if nice:
-        try:
-            os.nice(nice)
-        except OSError:
-            pass
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a stray print() must not corrupt the answers
-    stdin = os.fdopen(os.dup(0), "rb")
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
-
-    def read() -> None:
-        while True:
-            try:
-                msg = _recv(stdin)
-            except Exception:
-                msg = None
-            inbox.put(msg)
-            if msg is None:
-                return
-
-    threading.Thread(target=read, daemon=True).start()
-    exporters: dict[int, Any] = {}
-    work: OrderedDict[str, deque[_Job]] = OrderedDict()  # call → its commands, in order; served round-robin
-
-    def reply(rid: int, ok: bool, value: Any) -> None:
-        try:
-            _send(out, (rid, ok, value))
-        except (pickle.PicklingError, TypeError, AttributeError):
-            _send(out, (rid, False, RuntimeError(f"{type(value).__name__}: {value}")))
-
-    def take(msg) -> None:
-        if msg is None:  # the server closed the pipe (or died): stop now (its masters hold every call)
-            os._exit(0)
-        rid, call, op, key, args = msg
-        work.setdefault(call, deque()).append(_Job(rid, op, key, args))
-
-    while True:
-        if not work:
-            take(inbox.get())
-        while True:
-            try:
-                take(inbox.get_nowait())
-            except queue.Empty:
-                break
-        call, jobs = next(iter(work.items()))
-        job = jobs[0]
-        finished = True
-        try:
-            ex = exporters.get(job.key)
-            if job.op == "open":
-                ex = exporters[job.key] = _open(job.args[0])
-                value: Any = {"settings_note": ex.settings_note}
-            elif job.op == "export":  # a whole call in one: open, then finish below
-                if ex is None:
-                    ex = exporters[job.key] = _open(job.args[0])
-                job.op, job.args = "finish", (job.args[1],)
-                finished = False
-            elif ex is None:
-                if job.op != "abort":
-                    raise RuntimeError("the exporter is not open (opening it failed)")
-                value = None
-            elif job.op == "advance":
-                finished = _step(ex, job.args[0], ex.source_rate * SLICE_S)
-                value = {"done": ex.done}
-            elif job.op == "finish":
-                total = job.args[0]
-                if total - ex.done > ex.source_rate * SLICE_S:
-                    _step(ex, total, ex.source_rate * SLICE_S)
-                    finished = False
-                else:
-                    ex.finish(total)
-                    del exporters[job.key]
-                    value = _finished(ex)
-            elif job.op == "abort":
-                ex.abort()
-                del exporters[job.key]
-                value = None
-            else:
-                raise RuntimeError(f"unknown command {job.op!r}")
-            ok = True
-        except Exception as exc:
-            ok, value, finished = False, exc, True
-        if finished:
-            jobs.popleft()
-            reply(job.rid, ok, value)
-        work.move_to_end(call)  # round-robin: the next call's turn
-        if not jobs:
-            del work[call]
-
-
-if __name__ == "__main__":  # pragma: no cover
-    worker_main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)

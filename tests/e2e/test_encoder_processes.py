@@ -35,7 +35,7 @@ def encoder_pids(server_pid: int) -> list[int]:
             ppid = int((d / "stat").read_text().rsplit(") ", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if b"app.recording.encoder_pool" in cmd and ppid == server_pid:
+        if b"app.recording.encoder_worker" in cmd and ppid == server_pid:
             pids.append(int(d.name))
     return pids
 
