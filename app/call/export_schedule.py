@@ -25,7 +25,7 @@ from app.recording.finalize import ExportOptions, make_exporter
 from app.storage.store import CallStore
 
 if TYPE_CHECKING:
-    from app.recording.segments import SegmentUploader
+    from app.recording.segment_uploader import SegmentUploader
 
 __all__ = ["ExportSchedule"]
 

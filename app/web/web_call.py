@@ -22,7 +22,6 @@ import logging
 import time
 
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app import close_codes
 from app.agent.transcriber import TranscriberIO
@@ -38,6 +37,7 @@ from app.web import web_call_tokens as tokens
 from app.web.browser_calls import CALL_ID, BrowserCall, BrowserCalls, call_sid, digest
 from app.web.deps import ApiKeyDep, Services, ServicesDep
 from app.web.micdrop_transport import MicdropTransport, Socket
+from app.web.web_call_socket import WebCallSocket
 
 __all__ = ["router", "warn_if_open"]
 
@@ -45,18 +45,6 @@ router = APIRouter()
 log = logging.getLogger("callscribe.webcall")
 
 HANG_UP_CODES = {close_codes.NORMAL, close_codes.GOING_AWAY, 1005}  # the client's stop(), a closed tab
-
-
-def close_code_of(msg: dict) -> int:
-    """The close code of an ASGI ``websocket.disconnect``, 1006 when no close frame arrived.
-
-    uvicorn's websockets-sansio protocol (app/serving.py) reports a connection lost without a
-    close frame as 1005, the code of a close frame *without* a code; only a received close frame
-    carries a "reason". A dropped network is not a hang-up: it must read 1006 here."""
-    code = msg.get("code") or 1005
-    if code == 1005 and "reason" not in msg:
-        return 1006
-    return code
 MAX_WARNINGS = 200  # unknown frames tolerated on one socket before it is closed as hostile
 # At StartSpeaking the client sends the audio it queued while its detector made up its mind,
 # all at once, then one live chunk every ~100 ms. Frames arriving within this long of a turn's
@@ -95,63 +83,19 @@ async def web_call(ws: WebSocket) -> None:
         await shell.after()
 
 
-class _WebCallShell:
+class _WebCallShell(WebCallSocket):
     def __init__(self, ws: WebSocket, services: Services) -> None:
-        self.ws = ws
+        super().__init__(ws)
         self.services = services
         self.calls: BrowserCalls = services.web_calls
         self.proto = MicdropProtocol()
         self.bc: BrowserCall | None = None
         self.socket_id = self.calls.next_socket()
-        self.close_code: int | None = None  # the client's, when it closed
-        self.closed_by_us = False
         self.warnings = 0
         self.ending = False
         self._batch: list[bytes] | None = None  # a turn's first frames, placed together
         self._batch_at = 0.0  # when its last frame arrived (call seconds)
         self._batch_timer: asyncio.TimerHandle | None = None
-        self._closing: asyncio.Future[None] | None = None
-        self._lock = asyncio.Lock()
-
-    # --- sending (one sender at a time on a socket) ---
-    async def _send_text(self, text: str) -> None:
-        async with self._lock:
-            if self.ws.application_state == WebSocketState.CONNECTED and not self.closed_by_us:
-                await self.ws.send_text(text)
-
-    async def _send_bytes(self, data: bytes) -> None:
-        async with self._lock:
-            if self.ws.application_state == WebSocketState.CONNECTED and not self.closed_by_us:
-                await self.ws.send_bytes(data)
-
-    async def _close(self, code: int, reason: str) -> None:
-        """Start the close handshake and return: the reader goes on draining what the client still
-        sends until its close frame (a client mid-flood would otherwise stall the handshake
-        behind a full receive queue)."""
-        if self.closed_by_us:
-            return
-        self.closed_by_us = True
-        self._closing = asyncio.ensure_future(self._send_close(code, reason[:120]))
-
-    async def _send_close(self, code: int, reason: str) -> None:
-        async with self._lock:
-            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-                await self.ws.close(code=code, reason=reason)
-
-    async def refuse(self, code: int, reason: str) -> None:
-        log.info("web call refused (%d): %s", code, reason)
-        await self._close(code, reason)
-        await self._drain()
-
-    async def _drain(self, timeout: float = 10.0) -> None:
-        """Read and drop until the client's close frame (or give up after `timeout`)."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            async with asyncio.timeout(timeout):
-                while await self._receive() is not None:
-                    pass
-        if self._closing is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._closing), 5)
 
     # --- the loop ---
     async def run(self) -> None:
@@ -177,18 +121,6 @@ class _WebCallShell:
         if not await self.start(params):
             return
         await self.loop()
-
-    async def _receive(self) -> str | bytes | None:
-        """The next frame; None once the client has gone (its close code kept)."""
-        try:
-            msg = await self.ws.receive()
-        except (RuntimeError, WebSocketDisconnect):
-            return None
-        if msg["type"] == "websocket.disconnect":
-            self.close_code = close_code_of(msg)
-            return None
-        text = msg.get("text")
-        return text if text is not None else (msg.get("bytes") or b"")
 
     async def start(self, params: Params) -> bool:
         s = self.services

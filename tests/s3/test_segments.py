@@ -16,7 +16,7 @@ import soundfile as sf
 from app.call.end import EndReason
 from app.recording.events import read_span
 from app.recording.segment_rebuild import rebuild_masters
-from app.recording.segments import STATE_FILE
+from app.recording.segment_uploader import STATE_FILE
 from tests.s3.conftest import open_call
 
 RATE = 8000
@@ -264,7 +264,7 @@ def test_a_rebuild_across_two_owners_keeps_the_later_audio_and_each_journal_line
     """Epoch 0 uploaded 0-2 s; its call then went on under epoch 1 (a new owner with the same files),
     which sent everything again from 0 and went further. Holes between segments stay silence."""
     from app.storage.s3_bucket import Bucket
-    from app.recording.segments import segment_wav
+    from app.recording.segment_uploader import segment_wav
     from tests.support.frames import new_sid
 
     bucket, sid, seg = Bucket(s3_cfg), new_sid(), RATE
