@@ -1,8 +1,9 @@
 """`callscribe serve` exactly as app/cli.py runs it, plus the frame-lateness probe (bench/probe.py).
 
-Used only by the concurrency benchmark. The probe wraps `_StreamShell.dispatch` (bench code; app/
-is not modified) and adds GET /bench/lat?reset=1. The memory, CPU and hang-up benchmarks use the
-unmodified `python -m app.cli serve`.
+Used only by the concurrency benchmark. The probe wraps `StreamProtocol.receive` (bench code; app/
+is not modified; a frame is timed when it is parsed, in the same turn of the loop that records it)
+and adds GET /bench/lat?reset=1. The memory, CPU and hang-up benchmarks use the unmodified
+`python -m app.cli serve`.
 
 BENCH_WORKERS=N (N > 1) serves with N worker processes on one socket, as `callscribe serve --workers N`
 does; each worker's probe then flushes its figures to files in BENCH_LAT_DIR (probe.read_dumps).
@@ -24,26 +25,26 @@ import probe  # noqa: E402
 
 def build_app():  # type: ignore[no-untyped-def]
     """The app with the probe (a uvicorn factory: each worker process builds its own)."""
-    import app.web.media_stream as ms
     from app.config import Settings
     from app.main import create_app
     from app.twilio.events import Media, Start
+    from app.twilio.protocol import StreamProtocol
 
-    orig = ms._StreamShell.dispatch
+    orig = StreamProtocol.receive
 
-    async def dispatch(self, ev):  # type: ignore[no-untyped-def]
-        r = await orig(self, ev)
+    def receive(self, text):  # type: ignore[no-untyped-def]
+        ev = orig(self, text)
         cls = ev.__class__
         if cls is Media:
-            t0 = getattr(self, "_bench_t0", None)
+            t0 = self.__dict__.get("_bench_t0")
             if t0 is not None:
                 probe.record(t0, ev.timestamp)
         elif cls is Start:
             v = ev.custom_parameters.get("bench_t0")
             self._bench_t0 = float(v) if v else None
-        return r
+        return ev
 
-    ms._StreamShell.dispatch = dispatch
+    StreamProtocol.receive = receive
     if os.environ.get("BENCH_LAT_DIR"):
         probe.dump_to(os.environ["BENCH_LAT_DIR"])
     app = create_app(Settings.load())

@@ -35,6 +35,7 @@ __all__ = ["CallSession", "CallLimits"]
 log = logging.getLogger("callscribe.call")
 
 EXTRAPOLATE_S = 0.02  # the clock between two chunks runs on the wall clock for at most one frame
+PROGRESS_S = 0.1  # call time between two reports of the settled sample to the export schedule (and chunk events)
 
 
 class CallLimits:
@@ -78,6 +79,8 @@ class CallSession:
         self.ended = False
         self.end_reason: EndReason | None = None
         self._last_audio_wall = wall_clock()
+        self._progress_step = max(1, int(PROGRESS_S * info.rate))
+        self._progress_at = 0  # the call's clock (samples) at which the export schedule next hears of progress
         resumed = self.recorder.clock.frontier  # a restarted call continues after what is on disk
         self.recorder.event("start", call_sid=self.sid, stream_sid=info.stream_id, account_sid=info.account_id,
                             mode=info.mode, source=info.source, rate=info.rate, tracks=list(info.tracks),
@@ -133,18 +136,26 @@ class CallSession:
 
     # ------------------------------------------------------------------ the transport → us
     def on_audio(self, track: str, position: float, pcm: bytes) -> None:
-        """One chunk of PCM16 at the call's rate; `position` is what the call's clock reads."""
+        """One chunk of PCM16 at the call's rate; `position` is what the call's clock reads.
+
+        The per-frame path: the export schedule hears of progress once per PROGRESS_S of call time
+        (its decisions are in seconds), not per chunk."""
         self._last_audio_wall = self.wall_clock()
-        for tr, start, placed in self.recorder.on_audio(track, position, pcm):
-            if tr == "inbound" and self.agent is not None:
-                self.agent.feed_caller_audio(np.frombuffer(placed, "<i2"), start)
-        now = self.recorder.stream_samples  # read once per chunk: this is the per-frame path
-        settled = max(0, now - self.recorder.clock.window)
-        self.export.on_progress(settled)
-        if now >= self.recorder.max_samples and not self.ended:
+        recorder = self.recorder
+        placed = recorder.on_audio(track, position, pcm)
+        if self.agent is not None:
+            for tr, start, data in placed:
+                if tr == "inbound":
+                    self.agent.feed_caller_audio(np.frombuffer(data, "<i2"), start)
+        now = recorder.clock.now()  # read once per chunk
+        if now >= self._progress_at:
+            self._progress_at = now + self._progress_step
+            settled = max(0, now - recorder.clock.window)
+            self.export.on_progress(settled)
+            if self.events is not None and self.chunk_samples:
+                self._emit_chunks(settled)
+        if now >= recorder.max_samples and not self.ended:
             self.end_reason = EndReason.LONGEST_CALL
-        if self.events is not None and self.chunk_samples:
-            self._emit_chunks(settled)
 
     def _emit_chunks(self, settled: int, final: bool = False) -> None:
         """Chunk events for settled audio (late frames can no longer change it). At hang-up

@@ -98,6 +98,8 @@ class Clock(Protocol):
 
     def map(self, track: str, position: float, pcm: bytes) -> list[tuple[str, int, bytes]]: ...
 
+    def fast_index(self, position: float, n: int) -> int: ...
+
     def now(self) -> int: ...
 
 
@@ -121,6 +123,17 @@ class TwilioClock:
 
     def _index(self, timestamp_ms: int) -> int:
         return timestamp_ms * self.rate // 1000
+
+    def fast_index(self, position: float, n: int) -> int:
+        """The common case of ``map`` in one step: where a plausible chunk of `n` samples goes (the
+        frontier moved past it), or -1 when ``map`` must decide (implausible, or frames are held)."""
+        index = int(position) * self.rate // 1000 + self.offset
+        frontier = self.frontier
+        if self._held or not frontier - self.window <= index <= frontier + self.max_jump:
+            return -1
+        if index + n > frontier:
+            self.frontier = index + n
+        return index
 
     def map(self, track: str, position: float, pcm: bytes) -> list[tuple[str, int, bytes]]:
         """Frames ready to place as (track, sample, pcm). Usually the one given; sometimes none or several."""
@@ -166,6 +179,9 @@ class SpeechOnlyClock:
     dropped: int = 0
     _burst_end: dict[str, int | None] = field(default_factory=dict)  # track → where its open burst continues
     _ends: dict[str, int] = field(default_factory=dict)  # track → end of the last burst placed
+
+    def fast_index(self, position: float, n: int) -> int:
+        return -1  # every chunk needs ``map``: a burst's anchor depends on the track
 
     def begin_burst(self, track: str = "inbound") -> None:
         """The transport says a new burst starts with the next chunk (e.g. StartSpeaking)."""

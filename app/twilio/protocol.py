@@ -254,6 +254,12 @@ class StreamProtocol:
             raise ProtocolWarning("media.payload is empty", "payload")
         if len(payload) > MAX_MEDIA_PAYLOAD:  # the length check above lets a few bytes over through
             raise ProtocolWarning("media.payload larger than 1 s of audio", "payload")
+        seq, chunk, ts = msg.get("sequenceNumber"), body.get("chunk"), body.get("timestamp")
+        if (seq.__class__ is str and chunk.__class__ is str and ts.__class__ is str  # Twilio's form, checked inline
+                and 0 < len(seq) < 16 and 0 < len(chunk) < 16 and 0 < len(ts) < 16):
+            digits = seq + chunk + ts
+            if digits.isascii() and digits.isdigit():
+                return Media(int(seq), track, int(chunk), int(ts), payload)
         return Media(_int(msg, "sequenceNumber", "media"), track, _int(body, "chunk", "media"),
                      _int(body, "timestamp", "media"), payload)
 
