@@ -2,30 +2,51 @@
 
 Why positioned writes: Twilio's `media.timestamp` says where each frame belongs. Writing the PCM
 at byte `44 + 2 × sample` puts every frame in its place whatever the arrival order, and a hole
-(frames Twilio never sent) is left as a sparse run of zero bytes, which is PCM silence (μ-law
-silence would be 0xFF, which is why masters are PCM, not μ-law). Nothing is buffered in Python:
-a frame costs one `pwrite` to the page cache, so a `kill -9` loses nothing already written, and
-memory stays flat whatever the call's length. A jump of minutes allocates neither memory nor disk
-(the file is sparse); the reader fills the hole with zeros block by block.
+(frames Twilio never sent) is left as a run of zero bytes, which is PCM silence (μ-law silence
+would be 0xFF, which is why masters are PCM, not μ-law). Nothing is buffered in Python: a frame
+goes straight to the page cache, so a `kill -9` loses nothing already written, and memory stays
+flat whatever the call's length. A jump of minutes allocates neither memory nor disk (the file
+is sparse); the reader fills the hole with zeros block by block.
 
-The header is written with data size 0 and patched at close; `repair_header()` fixes it after a
-crash from the file's length (libsndfile reads size-0 WAVs, the stdlib `wave` does not).
+How a frame reaches the page cache. A master keeps a small window of the file mapped (`mmap`,
+shared; WINDOW_BYTES, moved forward as the call goes on) and a frame is a copy into it: no system
+call per frame, which is most of what a `pwrite` cost on the serving loop (bench: `cpu`). The
+window's blocks are reserved with `posix_fallocate` before it is mapped, so a full disk is an
+ENOSPC when the window moves (an OSError, as a failed `pwrite` was), never a SIGBUS on a copy.
+A frame outside the window (a late one before it, a jump ahead) is a `pwrite`; the window moves
+only where the track flows (on from the window, or after 0.5 s of contiguous frames), so a jump
+stays sparse and a client jumping about reserves no more disk than its frames would. Where mapping is not possible
+(no `posix_fallocate` on the file system, the disk too full for a window), the master falls back
+to a `pwrite` per frame for the rest of the call.
+
+The track's length. A mapped file is longer than the track (the window reaches ahead), so while
+recording the header's data size holds the track's length, updated with each frame through the
+mapped header page; a plain (`pwrite`) master has data size 0 and is as long as its track, as
+before. `track_samples()` reads either, so a crashed call's length is exact; `close()` writes the
+full header and cuts the file to the track; `repair_header()` does the same after a crash.
 """
 
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MasterTrack", "HEADER_BYTES", "repair_header", "read_block", "track_samples", "track_rate"]
+__all__ = ["MasterTrack", "HEADER_BYTES", "WINDOW_BYTES", "repair_header", "read_block", "track_samples",
+           "track_rate"]
 
 HEADER_BYTES = 44
+WINDOW_BYTES = 128 * 1024  # mapped at a time per track: 8 s at 8 kHz, 4 s at 16 kHz
 _ZERO_CHUNK = bytes(64 * 1024)
 _RATE_AT = 24  # byte offset of the sample rate in the WAV header
+_DATA_SIZE_AT = 40  # byte offset of the data chunk's size
+_PAGE = mmap.ALLOCATIONGRANULARITY
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+: fault the window's pages in with one call (not in the mmap module yet)
+_pack_size = struct.Struct("<I").pack_into
 
 
 def _header(data_bytes: int, rate: int) -> bytes:
@@ -36,30 +57,124 @@ def _header(data_bytes: int, rate: int) -> bytes:
     )
 
 
+def _samples_of(head: bytes, size: int) -> int:
+    """A master's length in samples from its header and file size: the header's data size when set
+    (a closed file, or one recorded through a mapped window), else the file's length."""
+    in_file = max(0, (size - HEADER_BYTES) // 2)
+    if len(head) >= HEADER_BYTES:
+        data = struct.unpack_from("<I", head, _DATA_SIZE_AT)[0]
+        if data:
+            return min(data // 2, in_file)
+    return in_file
+
+
 class MasterTrack:
     """Append-anywhere PCM16 mono WAV file at `rate` (the transport's native rate: 8 kHz for
-    Twilio, 16 kHz for browser calls). Not thread-safe; one writer per track."""
+    Twilio, 16 kHz for browser calls). Not thread-safe; one writer per track (the call's lock)."""
 
-    def __init__(self, path: Path, rate: int = 8000) -> None:
+    def __init__(self, path: Path, rate: int = 8000, *, mapped: bool = True) -> None:
         self.path = Path(path)
         exists = self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
-        if not exists or os.fstat(self._fd).st_size < HEADER_BYTES:
+        size = os.fstat(self._fd).st_size
+        if not exists or size < HEADER_BYTES:
             os.pwrite(self._fd, _header(0, rate), 0)
             self.rate = rate
-        else:  # a restarted call continues at the rate it was recorded at
-            self.rate = struct.unpack("<I", os.pread(self._fd, 4, _RATE_AT))[0] or rate
-        self.end = max(0, (os.fstat(self._fd).st_size - HEADER_BYTES) // 2)  # samples
+            self.end = 0  # samples
+        else:  # a restarted call continues at the rate it was recorded at, after what is on disk
+            head = os.pread(self._fd, HEADER_BYTES, 0)
+            self.rate = struct.unpack_from("<I", head, _RATE_AT)[0] or rate
+            self.end = _samples_of(head, size)
+        self._hdr: mmap.mmap | None = None  # the header's page, mapped: the data size follows the track
+        self._win: mmap.mmap | None = None
+        self._lo = self._hi = 0  # the window: file bytes [lo, hi); empty in plain mode
+        self._steady_from = self.end  # where the frames written outside the window began to follow each other
+        self._touch_at = 0  # the track's end (samples) at which the file's mtime is next set
+        if mapped:
+            try:
+                self._hdr = mmap.mmap(self._fd, HEADER_BYTES)
+                _pack_size(self._hdr, _DATA_SIZE_AT, 2 * self.end)
+            except (OSError, ValueError):
+                self._plain()
+        else:
+            self._plain()
+
+    def _plain(self) -> None:
+        """A `pwrite` per frame from now on: the file is cut to the track and its data size is 0
+        again (the file's length is the track's, as a crash recovery reads it)."""
+        self._close_maps()
+        os.ftruncate(self._fd, HEADER_BYTES + 2 * self.end)
+        os.pwrite(self._fd, bytes(4), _DATA_SIZE_AT)
+
+    def _close_maps(self) -> None:
+        for m in (self._win, self._hdr):
+            if m is not None:
+                m.close()
+        self._win = self._hdr = None
+        self._lo = self._hi = 0
+
+    @property
+    def mapped(self) -> bool:
+        return self._hdr is not None
 
     def write(self, sample: int, pcm: bytes) -> None:
         """Write little-endian int16 `pcm` starting at `sample`. May raise OSError (e.g. ENOSPC)."""
         pos = HEADER_BYTES + 2 * sample
-        n = os.pwrite(self._fd, pcm, pos)
-        if n < len(pcm):
-            self._write_rest(memoryview(pcm)[max(n, 0):], pos + max(n, 0))
+        stop = pos + len(pcm)
+        if self._lo <= pos and stop <= self._hi:  # the common case: a copy into the window
+            self._win[pos - self._lo: stop - self._lo] = pcm
+        else:
+            self._write_outside(pos, pcm)
         end = sample + (len(pcm) >> 1)
         if end > self.end:
             self.end = end
+            if self._hdr is not None:
+                _pack_size(self._hdr, _DATA_SIZE_AT, 2 * end)
+                if end >= self._touch_at:
+                    self._touch(end)
+
+    def _touch(self, end: int) -> None:
+        """Copies into a mapped page do not move the file's mtime (a `pwrite` does), and a crashed
+        call's recovery reads when its audio ended from it: set it once per second of audio."""
+        self._touch_at = end + self.rate
+        try:
+            os.utime(self._fd)
+        except OSError:  # a file system that refuses: the journal's times remain
+            pass
+
+    def _write_outside(self, pos: int, pcm: bytes) -> None:
+        sample = (pos - HEADER_BYTES) >> 1
+        if sample != self.end:
+            self._steady_from = sample  # a jump or a late frame: the track is not flowing here
+        if (self._hdr is not None and pos + len(pcm) > self._hi
+                and (self._lo < pos <= self._hi or sample - self._steady_from >= self.rate // 2)):
+            # Ahead of the window, where the track flows (right after the window, or after 0.5 s of
+            # contiguous frames): move the window here. A jump is written as it is, so it stays sparse.
+            try:
+                self._move_window(pos, len(pcm))
+            except OSError:
+                self._plain()  # a full disk (or no fallocate): what fits still goes in, as plain writes
+            else:
+                self._win[pos - self._lo: pos - self._lo + len(pcm)] = pcm
+                return
+        n = os.pwrite(self._fd, pcm, pos)  # behind the window (a late frame), or a plain master
+        if n < len(pcm):
+            self._write_rest(memoryview(pcm)[max(n, 0):], pos + max(n, 0))
+
+    def _move_window(self, pos: int, length: int) -> None:
+        if self._win is not None:
+            self._win.close()
+            self._win = None
+            self._lo = self._hi = 0
+        lo = pos - pos % _PAGE
+        size = max(WINDOW_BYTES, pos + length - lo)
+        os.posix_fallocate(self._fd, lo, size)  # the blocks exist before a byte is copied: no SIGBUS
+        win = mmap.mmap(self._fd, size, offset=lo)
+        try:
+            win.madvise(_MADV_POPULATE_WRITE)
+        except (OSError, ValueError):  # an older kernel: pages fault in one by one instead
+            pass
+        self._win, self._lo, self._hi = win, lo, lo + size
 
     def _write_rest(self, view: memoryview, pos: int) -> None:
         while view:  # a short write (the disk filled mid-frame) is retried, so the rest raises ENOSPC
@@ -69,14 +184,16 @@ class MasterTrack:
             view, pos = view[n:], pos + n
 
     def silence(self, start: int, stop: int) -> None:
-        """Zero samples [start, stop). At the end of the file this truncates instead."""
+        """Zero samples [start, stop). At the end of the track this shortens it instead."""
         stop = min(stop, self.end)
         if stop <= start:
             return
-        if stop >= self.end:
+        if stop >= self.end and self._hdr is None:
             os.ftruncate(self._fd, HEADER_BYTES + 2 * start)
             self.end = start
             return
+        # Zeros written through the page cache (the window sees them); a mapped file is never cut
+        # while mapped, so its track is shortened in the header.
         pos = HEADER_BYTES + 2 * start
         remaining = 2 * (stop - start)
         while remaining:
@@ -84,27 +201,38 @@ class MasterTrack:
             os.pwrite(self._fd, _ZERO_CHUNK[:n], pos)
             pos += n
             remaining -= n
+        if stop >= self.end:
+            self.end = start
+            _pack_size(self._hdr, _DATA_SIZE_AT, 2 * start)
 
     def extend_to(self, samples: int) -> None:
         """Make the track at least `samples` long (trailing silence, sparse)."""
         if samples > self.end:
-            os.ftruncate(self._fd, HEADER_BYTES + 2 * samples)
+            if HEADER_BYTES + 2 * samples > os.fstat(self._fd).st_size:
+                os.ftruncate(self._fd, HEADER_BYTES + 2 * samples)  # grows only: a window stays inside the file
             self.end = samples
+            if self._hdr is not None:
+                _pack_size(self._hdr, _DATA_SIZE_AT, 2 * samples)
 
     def close(self) -> None:
         if self._fd < 0:
             return
         try:
-            os.pwrite(self._fd, _header(2 * self.end, self.rate), 0)
+            os.pwrite(self._fd, _header(2 * self.end, self.rate), 0)  # the length first: then the cut
+            self._close_maps()
+            os.ftruncate(self._fd, HEADER_BYTES + 2 * self.end)
             os.fsync(self._fd)
         finally:
+            self._close_maps()
             os.close(self._fd)
             self._fd = -1
 
 
 def track_samples(path: Path) -> int:
+    """A master's length in samples, live or closed or left by a crash (see the module's note)."""
     try:
-        return max(0, (path.stat().st_size - HEADER_BYTES) // 2)
+        with open(path, "rb") as f:
+            return _samples_of(f.read(HEADER_BYTES), os.fstat(f.fileno()).st_size)
     except FileNotFoundError:
         return 0
 
@@ -121,13 +249,14 @@ def track_rate(path: Path, default: int = 8000) -> int:
 
 
 def repair_header(path: Path, rate: int = 8000) -> int:
-    """Patch the RIFF/data sizes from the file length (after a crash), keeping the rate it has
-    (``rate`` for a file too short to have one). Returns samples."""
+    """Patch the RIFF/data sizes of a master left by a crash and cut the file to its track, keeping
+    the rate it has (``rate`` for a file too short to have one). Returns samples."""
     n = track_samples(path)
     if path.exists():
         rate = track_rate(path, rate) if path.stat().st_size >= HEADER_BYTES else rate
         with open(path, "r+b") as f:
             f.write(_header(2 * n, rate))
+            f.truncate(HEADER_BYTES + 2 * n)
     return n
 
 

@@ -39,7 +39,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.recording.picture import speech_spans
-from app.recording.track import HEADER_BYTES, track_rate, track_samples
+from app.recording.track import track_rate, track_samples
 from app.storage.paths import CallFiles, source_of, validate_sid
 from app.web.dashboard import render_page
 from app.web.deps import ApiKeyDep, DashboardLoginDep, Services, ServicesDep
@@ -173,10 +173,7 @@ class LiveTail:
         rate = self._rate()
         if self.stop and isinstance(self.stop.get("samples"), int):
             return self.stop["samples"]
-        try:
-            n = max(0, (os.stat(self.files.master("inbound")).st_size - HEADER_BYTES) // 2)
-        except FileNotFoundError:
-            n = 0
+        n = track_samples(self.files.master("inbound"))
         wall = self.start.get("wall")
         if (self.start.get("source") or source_of(self.sid)) == "browser" and isinstance(wall, (int, float)):
             n = max(n, round(min(time.time() - wall, self.max_seconds) * rate))

@@ -8,7 +8,7 @@ import soundfile as sf
 
 from app.audio import mulaw
 from app.recording.recorder import CallRecorder
-from app.recording.track import HEADER_BYTES
+from app.recording.track import HEADER_BYTES, track_samples
 
 SID = "CA" + "a" * 32
 
@@ -23,7 +23,9 @@ def level(value: int) -> int:
 
 
 def read(rec: CallRecorder, track: str) -> np.ndarray:
-    raw = (rec.call_dir / f"{track}.wav").read_bytes()[HEADER_BYTES:]
+    """The live master as a reader finds it: the header's length (the file may reach further)."""
+    path = rec.call_dir / f"{track}.wav"
+    raw = path.read_bytes()[HEADER_BYTES: HEADER_BYTES + 2 * track_samples(path)]
     return np.frombuffer(raw, "<i2")
 
 
