@@ -287,6 +287,17 @@ def proc_rss_cpu(pid: int) -> tuple[float, float]:
     return 0.0, cpu
 
 
+def cpu_main(pid: int) -> float:
+    """CPU seconds of the serving process alone (its event loop and threads; not its encoder processes)."""
+    try:
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except Exception:
+        return proc_rss_cpu(pid)[1]
+
+
 def cpu_precise(pid: int) -> float:
     """CPU seconds of a server and every process under it (its encoder processes: encoding moved
     out of the serving process is still the server's cost), via psutil (same clock ticks)."""

@@ -15,7 +15,7 @@ import sys
 import time
 
 import probe
-from common import BENCH, FIRST_TS, OUT, ROOT, Server, cpu_precise, log, spread
+from common import BENCH, FIRST_TS, OUT, ROOT, Server, cpu_main, cpu_precise, log, spread
 from machine import describe_load, load_between, load_snapshot
 from venvs import VENV_TOOLS, ensure_venv
 
@@ -93,7 +93,7 @@ def concurrency_step(kind: str, n: int, window: float, ramp: float, settle: floa
         m_from = t_go + ramp + settle
         time.sleep(max(0.0, m_from - time.monotonic()))
         lat0 = server.get_json("/bench/lat?reset=1") if kind != "app" and lat_dir is None else None
-        cpu0 = cpu_precise(server.pid)
+        cpu0, main0 = cpu_precise(server.pid), cpu_main(server.pid)
         spy = None
         if profile_s:
             spy_py = ensure_venv(VENV_TOOLS, BENCH / "requirements-tools.txt")
@@ -102,7 +102,7 @@ def concurrency_step(kind: str, n: int, window: float, ramp: float, settle: floa
                                     "--threads", "-o", str(OUT / "profile_raw.txt")],
                                    stdout=subprocess.DEVNULL, stderr=open(OUT / "logs" / "py-spy.log", "w"))
         time.sleep(max(0.0, m_from + window - time.monotonic()))
-        cpu1 = cpu_precise(server.pid)
+        cpu1, main1 = cpu_precise(server.pid), cpu_main(server.pid)
         if lat_dir is not None:
             time.sleep(0.6)  # the workers flush every 0.25 s
             lat = probe.read_dumps(str(lat_dir), m_from, m_from + window)
@@ -151,6 +151,8 @@ def concurrency_step(kind: str, n: int, window: float, ramp: float, settle: floa
         msgs = (lat or {}).get("n") or n * 100 * window
         step["messages"] = int(msgs)
         step["server_cpu_us_per_msg"] = round((cpu1 - cpu0) / max(1, msgs) * 1e6, 2)
+        # The serving process alone (its event loop): what sets the ceiling; the rest is its encoder processes.
+        step["serving_process_cpu_us_per_msg"] = round((main1 - main0) / max(1, msgs) * 1e6, 2)
         if lat0 is not None:
             step["ramp_lateness_ms"] = {k: lat0.get(k) for k in ("n", "p99_ms", "max_ms")}
         return step

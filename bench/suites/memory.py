@@ -11,6 +11,16 @@ from common import FIRST_TS, LeanCall, Server, cpu_precise, log
 from suites.calls import wait_finalized, warm_up
 
 
+def rss_file_mb(pid: int) -> float:
+    """File-backed pages mapped into the process (RssFile + RssShmem): shared page cache, not its own memory."""
+    total = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("RssFile:", "RssShmem:")):
+                total += int(line.split()[1])
+    return total * 1024 / 1e6  # MB, as the RSS figures
+
+
 def run(args, R: dict, pin, pout) -> None:
     n = 2 if args.quick else 10
     checkpoints = [1, 2] if args.quick else [1, 10, 60]
@@ -27,6 +37,7 @@ def run(args, R: dict, pin, pout) -> None:
         await warm_up(server, pin, pout)
         await asyncio.sleep(1.0)
         base = statistics.median(rss_samples())
+        base_file = rss_file_mb(server.pid)
         cpu0 = cpu_precise(server.pid)
         calls = [LeanCall(server.host, server.port) for _ in range(n)]
         for c in calls:
@@ -56,11 +67,15 @@ def run(args, R: dict, pin, pout) -> None:
             await asyncio.sleep(1.0)
             v = rss_samples()
             med = statistics.median(v)
+            mapped = rss_file_mb(server.pid) - base_file
             points.append({"minutes": m, "rss_mb": round(med, 2), "rss_max_mb": round(max(v), 2),
                            "per_call_mb": round((med - base) / n, 3),
+                           # of which file pages mapped into the server (the masters' windows: page cache)
+                           "per_call_mapped_file_mb": round(mapped / n, 3),
                            "cpu_s": round(cpu_precise(server.pid) - cpu0, 2),
                            "wall_s": round(time.monotonic() - t0, 1)})
-            log(f"  {n} calls at {m} min of audio: server RSS {med:.1f} MB → {(med - base) / n:.3f} MB per call")
+            log(f"  {n} calls at {m} min of audio: server RSS {med:.1f} MB → {(med - base) / n:.3f} MB per call "
+                f"(of which {mapped / n:.3f} MB mapped master windows, page cache)")
         stream_wall = time.monotonic() - t0
         t_stop = time.monotonic()
         for c in calls:
