@@ -14,6 +14,7 @@ from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.audio.formats import FORMATS, parse_bitrate
+from app.recording.track import WRITE_MODES
 
 __all__ = ["Settings"]
 
@@ -112,6 +113,9 @@ class Settings(BaseSettings):
     # 0: threads of the serving process, as before). Each runs at ENCODER_NICE, so frames come first.
     encoder_processes: int | None = None
     encoder_nice: int = 5
+    # How a frame reaches its master: "mapped" (a copy into a mapped window of the file: no system call),
+    # "pwrite" (one system call per frame), "auto" (mapped on ext4, xfs and tmpfs, pwrite elsewhere).
+    master_writes: str = "auto"
 
     @field_validator("default_audio_format")
     @classmethod
@@ -119,6 +123,14 @@ class Settings(BaseSettings):
         v = v.lower().strip()
         if v not in FORMATS:
             raise ValueError(f"DEFAULT_AUDIO_FORMAT={v!r} is not one of {sorted(FORMATS)}")
+        return v
+
+    @field_validator("master_writes")
+    @classmethod
+    def _master_writes(cls, v: str) -> str:
+        v = v.lower().strip()
+        if v not in WRITE_MODES:
+            raise ValueError(f"MASTER_WRITES={v!r} is not one of {', '.join(WRITE_MODES)}")
         return v
 
     @field_validator("mp3_bitrate")

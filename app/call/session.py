@@ -42,7 +42,9 @@ class CallLimits:
     """How long a call may last and how its timeline is checked (from settings)."""
 
     def __init__(self, *, reorder_window_ms: int = 2000, max_clock_jump_s: int = 600,
-                 max_call_seconds: int = 4 * 3600, export_interval_s: float = 5.0) -> None:
+                 max_call_seconds: int = 4 * 3600, export_interval_s: float = 5.0,
+                 master_writes: str = "auto") -> None:
+        self.master_writes = master_writes  # how frames reach the masters (MASTER_WRITES)
         self.reorder_window_ms = reorder_window_ms
         self.max_clock_jump_s = max_clock_jump_s
         self.max_call_seconds = max_call_seconds
@@ -67,7 +69,8 @@ class CallSession:
         self.recorder = CallRecorder(store.files(self.sid, create=True).folder, self.sid, rate=info.rate,
                                      reorder_window_ms=limits.reorder_window_ms,
                                      max_clock_jump_s=limits.max_clock_jump_s,
-                                     max_seconds=limits.max_call_seconds, clock=clock)
+                                     max_seconds=limits.max_call_seconds, clock=clock,
+                                     master_writes=limits.master_writes)
         self.export = ExportSchedule(store, self.sid, opts, executor, interval_s=limits.export_interval_s,
                                      rate=info.rate, settled=self.settled_sample)
         self.agent: CallParticipant | None = None  # the assistant, in assistant mode

@@ -53,6 +53,7 @@ class CallRecorder:
     max_clock_jump_s: int = 600
     max_seconds: int = 4 * 3600
     clock: Clock | None = None  # default: Twilio's media clock at `rate`
+    master_writes: str = "auto"  # MasterTrack's `writes`: mapped, pwrite, or auto (by file system)
     stats: dict[str, TrackStats] = field(default_factory=lambda: {t: TrackStats() for t in TRACKS})
 
     def __post_init__(self) -> None:
@@ -60,7 +61,7 @@ class CallRecorder:
         self.call_dir.mkdir(parents=True, exist_ok=True)
         self.files = CallFiles(self.call_dir)
         self.journal = Journal(self.files.journal)
-        self.tracks = {t: MasterTrack(self.files.master(t), self.rate) for t in TRACKS}
+        self.tracks = {t: MasterTrack(self.files.master(t), self.rate, writes=self.master_writes) for t in TRACKS}
         self.rate = self.tracks["inbound"].rate  # a restarted call keeps the rate it was recorded at
         self.max_samples = self.max_seconds * self.rate
         if self.clock is None:

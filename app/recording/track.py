@@ -12,7 +12,10 @@ How a frame reaches the page cache. A master keeps a small window of the file ma
 shared; WINDOW_BYTES, moved forward as the call goes on) and a frame is a copy into it: no system
 call per frame, which is most of what a `pwrite` cost on the serving loop (bench: `cpu`). The
 window's blocks are reserved with `posix_fallocate` before it is mapped, so a full disk is an
-ENOSPC when the window moves (an OSError, as a failed `pwrite` was), never a SIGBUS on a copy.
+ENOSPC when the window moves (an OSError, as a failed `pwrite` was), never a SIGBUS on a copy —
+on file systems that overwrite reserved blocks in place (MAPPED_FILE_SYSTEMS: ext4, xfs, tmpfs);
+elsewhere (copy-on-write, network) masters are written with a `pwrite` per frame, and
+MASTER_WRITES chooses either way explicitly.
 A frame outside the window (a late one before it, a jump ahead) is a `pwrite`; the window moves
 only where the track flows (on from the window, or after 0.5 s of contiguous frames), so a jump
 stays sparse and a client jumping about reserves no more disk than its frames would. Where mapping is not possible
@@ -23,7 +26,8 @@ The track's length. A mapped file is longer than the track (the window reaches a
 recording the header's data size holds the track's length, updated with each frame through the
 mapped header page; a plain (`pwrite`) master has data size 0 and is as long as its track, as
 before. `track_samples()` reads either, so a crashed call's length is exact; `close()` writes the
-full header and cuts the file to the track; `repair_header()` does the same after a crash.
+full header and cuts the file to the track; `repair_header()` writes the header after a crash
+(and never cuts: only a master's writer does, so nothing is cut under another's mapped window).
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import re
 import struct
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MasterTrack", "HEADER_BYTES", "WINDOW_BYTES", "repair_header", "read_block", "track_samples",
-           "track_rate"]
+__all__ = ["MasterTrack", "HEADER_BYTES", "WINDOW_BYTES", "WRITE_MODES", "MAPPED_FILE_SYSTEMS", "file_system_of",
+           "repair_header", "read_block", "track_samples", "track_rate"]
 
 HEADER_BYTES = 44
 WINDOW_BYTES = 128 * 1024  # mapped at a time per track: 8 s at 8 kHz, 4 s at 16 kHz
@@ -47,6 +52,36 @@ _DATA_SIZE_AT = 40  # byte offset of the data chunk's size
 _PAGE = mmap.ALLOCATIONGRANULARITY
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+: fault the window's pages in with one call (not in the mmap module yet)
 _pack_size = struct.Struct("<I").pack_into
+
+
+# Where posix_fallocate reserves real blocks that a later copy into a mapped page overwrites in place.
+# Copy-on-write file systems (btrfs, ZFS) and network ones can still fail such a write at a full disk,
+# and a mapped write that fails is a SIGBUS: masters there are written with `pwrite`.
+MAPPED_FILE_SYSTEMS = frozenset({"ext4", "ext3", "ext2", "xfs", "tmpfs"})
+WRITE_MODES = ("auto", "mapped", "pwrite")
+_file_systems: dict[int, str] = {}  # device → file system type, read once per device
+
+
+def file_system_of(folder: Path) -> str:
+    """The type of the file system that holds `folder` (from /proc/self/mounts; "unknown" elsewhere)."""
+    dev = os.stat(folder).st_dev
+    kind = _file_systems.get(dev)
+    if kind is None:
+        real, best, kind = os.path.realpath(folder), "", "unknown"
+        try:
+            with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 3:
+                        continue
+                    point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
+                    inside = real == point or real.startswith(point.rstrip("/") + "/")
+                    if inside and len(point) >= len(best):
+                        best, kind = point, parts[2]
+        except OSError:
+            pass
+        _file_systems[dev] = kind
+    return kind
 
 
 def _header(data_bytes: int, rate: int) -> bytes:
@@ -72,7 +107,9 @@ class MasterTrack:
     """Append-anywhere PCM16 mono WAV file at `rate` (the transport's native rate: 8 kHz for
     Twilio, 16 kHz for browser calls). Not thread-safe; one writer per track (the call's lock)."""
 
-    def __init__(self, path: Path, rate: int = 8000, *, mapped: bool = True) -> None:
+    def __init__(self, path: Path, rate: int = 8000, *, writes: str = "auto") -> None:
+        """``writes``: "mapped", "pwrite", or "auto" (mapped where the file system is known to
+        reserve blocks for a mapped write: MAPPED_FILE_SYSTEMS)."""
         self.path = Path(path)
         exists = self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
@@ -90,7 +127,7 @@ class MasterTrack:
         self._lo = self._hi = 0  # the window: file bytes [lo, hi); empty in plain mode
         self._steady_from = self.end  # where the frames written outside the window began to follow each other
         self._touch_at = 0  # the track's end (samples) at which the file's mtime is next set
-        if mapped:
+        if writes == "mapped" or (writes == "auto" and file_system_of(self.path.parent) in MAPPED_FILE_SYSTEMS):
             try:
                 self._hdr = mmap.mmap(self._fd, HEADER_BYTES)
                 _pack_size(self._hdr, _DATA_SIZE_AT, 2 * self.end)
@@ -203,6 +240,11 @@ class MasterTrack:
             remaining -= n
         if stop >= self.end:
             self.end = start
+            if start == 0:  # data size 0 would read as "the file's length": cut the file instead
+                if self._win is not None:
+                    self._win.close()
+                self._win, self._lo, self._hi = None, 0, 0
+                os.ftruncate(self._fd, HEADER_BYTES)  # the header's page stays inside the file
             _pack_size(self._hdr, _DATA_SIZE_AT, 2 * start)
 
     def extend_to(self, samples: int) -> None:
@@ -213,6 +255,7 @@ class MasterTrack:
             self.end = samples
             if self._hdr is not None:
                 _pack_size(self._hdr, _DATA_SIZE_AT, 2 * samples)
+                self._touch(samples)
 
     def close(self) -> None:
         if self._fd < 0:
@@ -249,14 +292,15 @@ def track_rate(path: Path, default: int = 8000) -> int:
 
 
 def repair_header(path: Path, rate: int = 8000) -> int:
-    """Patch the RIFF/data sizes of a master left by a crash and cut the file to its track, keeping
-    the rate it has (``rate`` for a file too short to have one). Returns samples."""
+    """Patch the RIFF/data sizes of a master left by a crash, keeping the rate it has (``rate`` for a
+    file too short to have one). Returns samples. The file is never cut here: only its writer cuts
+    a master (a host that lost its claim may still have it mapped, and a cut under a mapped window
+    is a SIGBUS); what lies past the data size is the reserved window's silence, which readers skip."""
     n = track_samples(path)
     if path.exists():
         rate = track_rate(path, rate) if path.stat().st_size >= HEADER_BYTES else rate
         with open(path, "r+b") as f:
             f.write(_header(2 * n, rate))
-            f.truncate(HEADER_BYTES + 2 * n)
     return n
 
 

@@ -366,7 +366,8 @@ class _StreamShell:
                         params=tuple(k for k in ev.custom_parameters if k not in ("token", FROM_LAST4_PARAM)),
                         from_last4=streamed_last4(ev.custom_parameters))
         limits = CallLimits(reorder_window_ms=st.reorder_window_ms, max_clock_jump_s=st.max_clock_jump_s,
-                            max_call_seconds=st.max_call_seconds, export_interval_s=st.export_interval_s)
+                            max_call_seconds=st.max_call_seconds, export_interval_s=st.export_interval_s,
+                            master_writes=st.master_writes)
         try:
             call = CallSession(info, TwilioTransport(self), store=s.store, lock=lock, opts=s.opts,
                                executor=s.registry.executor, limits=limits, events=s.events,

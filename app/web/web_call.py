@@ -157,7 +157,8 @@ class _WebCallShell(WebCallSocket):
         transport = MicdropTransport(clock.now)
         info = CallInfo(sid=sid, mode="assistant", rate=micdrop.RATE, source="browser",
                         tracks=("inbound",), params=tuple(sorted(params.public)))
-        limits = CallLimits(max_call_seconds=st.max_call_seconds, export_interval_s=st.export_interval_s)
+        limits = CallLimits(max_call_seconds=st.max_call_seconds, export_interval_s=st.export_interval_s,
+                            master_writes=st.master_writes)
         try:
             call = CallSession(info, transport, store=s.store, lock=lock, opts=s.opts, executor=s.registry.executor,
                                limits=limits, clock=clock, events=s.events, chunk_bytes=s.chunk_bytes)

@@ -14,7 +14,8 @@ import pytest
 import soundfile as sf
 
 from app.recording import track as track_mod
-from app.recording.track import HEADER_BYTES, WINDOW_BYTES, MasterTrack, repair_header, track_samples
+from app.recording.track import (HEADER_BYTES, MAPPED_FILE_SYSTEMS, WINDOW_BYTES, MasterTrack, file_system_of,
+                                  repair_header, track_samples)
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAME = 160  # samples: 20 ms at 8 kHz
@@ -35,8 +36,8 @@ def live_samples(path) -> np.ndarray:
     return np.frombuffer(raw, "<i2")
 
 
-def write_call(path, mapped: bool, plan) -> MasterTrack:
-    t = MasterTrack(path, mapped=mapped)
+def write_call(path, writes: str, plan) -> MasterTrack:
+    t = MasterTrack(path, writes=writes)
     for sample, pcm in plan:
         t.write(sample, pcm)
     return t
@@ -60,8 +61,8 @@ def a_call_with_late_frames_and_a_jump() -> list[tuple[int, bytes]]:
 
 def test_the_mapped_master_holds_exactly_what_pwrite_writes(tmp_path):
     plan = a_call_with_late_frames_and_a_jump()
-    mapped = write_call(tmp_path / "mapped.wav", True, plan)
-    plain = write_call(tmp_path / "plain.wav", False, plan)
+    mapped = write_call(tmp_path / "mapped.wav", "mapped", plan)
+    plain = write_call(tmp_path / "plain.wav", "pwrite", plan)
     assert mapped.mapped and not plain.mapped
     # Live: the file reaches ahead of the track, the header says where the track ends.
     assert (tmp_path / "mapped.wav").stat().st_size > HEADER_BYTES + 2 * mapped.end
@@ -77,7 +78,7 @@ def test_the_mapped_master_holds_exactly_what_pwrite_writes(tmp_path):
 
 def test_a_jump_stays_sparse_and_the_window_only_follows_a_flowing_track(tmp_path):
     path = tmp_path / "t.wav"
-    t = MasterTrack(path)
+    t = MasterTrack(path, writes="mapped")
     t.write(0, frame(0))
     t.write(50 * 8000, frame(1))  # 50 s ahead, alone
     assert path.stat().st_blocks * 512 < 64 * 1024  # neither the hole nor a window was reserved
@@ -91,7 +92,7 @@ def test_a_jump_stays_sparse_and_the_window_only_follows_a_flowing_track(tmp_pat
 
 def test_a_cut_at_the_end_of_a_mapped_track_shortens_it_and_what_follows_continues(tmp_path):
     path = tmp_path / "out.wav"
-    t = MasterTrack(path)
+    t = MasterTrack(path, writes="mapped")
     for k in range(frames_of(2)):
         t.write(k * FRAME, frame(k))
     t.silence(8000, 16000)  # the last second was never heard (a clear)
@@ -113,7 +114,7 @@ def test_a_crash_leaves_a_master_whose_length_and_audio_are_exact(tmp_path):
         "sys.path.insert(0, %r)\n"
         "from tests.recording.test_master_window import frame, FRAME\n"
         "from app.recording.track import MasterTrack\n"
-        "t = MasterTrack(%r)\n"
+        "t = MasterTrack(%r, writes=\"mapped\")\n"
         "for k in range(%d):\n"
         "    t.write(k * FRAME, frame(k))\n"
         "assert t._win is not None\n"
@@ -122,19 +123,19 @@ def test_a_crash_leaves_a_master_whose_length_and_audio_are_exact(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
     assert r.returncode == -9, r.stderr.decode()
     assert path.stat().st_size > HEADER_BYTES + 2 * n * FRAME  # the window reached ahead
-    assert repair_header(path) == n * FRAME
+    assert repair_header(path) == n * FRAME  # the header, not the file's size: the window's rest is not audio
     data, rate = sf.read(path, dtype="int16")
-    assert len(data) == n * FRAME and path.stat().st_size == HEADER_BYTES + 2 * n * FRAME
+    assert len(data) == n * FRAME
     assert np.array_equal(data[-FRAME:], np.frombuffer(frame(n - 1), "<i2"))
 
 
 def test_a_restarted_call_continues_after_the_mapped_track(tmp_path):
     path = tmp_path / "t.wav"
-    t = MasterTrack(path)
+    t = MasterTrack(path, writes="mapped")
     for k in range(frames_of(1)):
         t.write(k * FRAME, frame(k))
     del t  # a crash of the process: never closed (its maps and descriptor go with the object)
-    again = MasterTrack(path)
+    again = MasterTrack(path, writes="mapped")
     assert again.end == frames_of(1) * FRAME
     again.write(again.end, frame(500))
     again.close()
@@ -143,7 +144,7 @@ def test_a_restarted_call_continues_after_the_mapped_track(tmp_path):
 
 def test_no_room_for_a_window_falls_back_to_plain_writes_and_keeps_every_frame(tmp_path, monkeypatch):
     path = tmp_path / "t.wav"
-    t = MasterTrack(path)
+    t = MasterTrack(path, writes="mapped")
     for k in range(frames_of(1)):
         t.write(k * FRAME, frame(k))
 
@@ -162,10 +163,10 @@ def test_no_room_for_a_window_falls_back_to_plain_writes_and_keeps_every_frame(t
     assert np.array_equal(data, expected)
 
 
-@pytest.mark.parametrize("mapped", [True, False])
-def test_extend_to_pads_the_track_with_silence(tmp_path, mapped):
+@pytest.mark.parametrize("writes", ["mapped", "pwrite"])
+def test_extend_to_pads_the_track_with_silence(tmp_path, writes):
     path = tmp_path / "t.wav"
-    t = MasterTrack(path, mapped=mapped)
+    t = MasterTrack(path, writes=writes)
     for k in range(frames_of(1)):
         t.write(k * FRAME, frame(k))
     t.extend_to(3 * 8000)
@@ -180,7 +181,7 @@ def test_the_file_time_follows_the_audio_a_crash_recovery_reads_it(tmp_path):
     import time
 
     path = tmp_path / "t.wav"
-    t = MasterTrack(path)
+    t = MasterTrack(path, writes="mapped")
     for k in range(frames_of(1)):
         t.write(k * FRAME, frame(k))
     assert t._win is not None
@@ -189,4 +190,26 @@ def test_the_file_time_follows_the_audio_a_crash_recovery_reads_it(tmp_path):
     for k in range(frames_of(1), frames_of(3)):
         t.write(k * FRAME, frame(k))
     assert path.stat().st_mtime >= before + 1.0
+    t.close()
+
+
+def test_a_mapped_track_cut_to_nothing_is_empty_live_and_after_a_crash(tmp_path):
+    path = tmp_path / "out.wav"
+    t = MasterTrack(path, writes="mapped")
+    for k in range(frames_of(2)):
+        t.write(k * FRAME, frame(k))
+    t.silence(0, t.end)  # everything queued was cut (a clear before the caller heard anything)
+    assert t.end == 0 and track_samples(path) == 0
+    del t  # crashed before close
+    assert MasterTrack(path, writes="mapped").end == 0
+
+
+def test_auto_maps_only_where_the_file_system_reserves_blocks(tmp_path):
+    kind = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--target", str(tmp_path)], capture_output=True,
+                          text=True).stdout.strip()
+    if not kind:
+        pytest.skip("findmnt is not available")
+    assert file_system_of(tmp_path) == kind
+    t = MasterTrack(tmp_path / "t.wav")
+    assert t.mapped == (kind in MAPPED_FILE_SYSTEMS)
     t.close()
