@@ -19,6 +19,14 @@ from app.recording.track import WRITE_MODES
 __all__ = ["Settings"]
 
 
+def _one_of(name: str, value: str, allowed, shown: str) -> str:  # type: ignore[no-untyped-def]
+    """A setting that names one of a few choices: case and spaces ignored, anything else refused by name."""
+    v = value.lower().strip()
+    if v not in allowed:
+        raise ValueError(f"{name}={v!r} is not one of {shown}")
+    return v
+
+
 class Settings(BaseSettings):
     """Every setting, with its default. `.env.example` documents each one."""
 
@@ -120,18 +128,12 @@ class Settings(BaseSettings):
     @field_validator("default_audio_format")
     @classmethod
     def _known_format(cls, v: str) -> str:
-        v = v.lower().strip()
-        if v not in FORMATS:
-            raise ValueError(f"DEFAULT_AUDIO_FORMAT={v!r} is not one of {sorted(FORMATS)}")
-        return v
+        return _one_of("DEFAULT_AUDIO_FORMAT", v, FORMATS, str(sorted(FORMATS)))
 
     @field_validator("master_writes")
     @classmethod
     def _master_writes(cls, v: str) -> str:
-        v = v.lower().strip()
-        if v not in WRITE_MODES:
-            raise ValueError(f"MASTER_WRITES={v!r} is not one of {', '.join(WRITE_MODES)}")
-        return v
+        return _one_of("MASTER_WRITES", v, WRITE_MODES, ", ".join(WRITE_MODES))
 
     @field_validator("mp3_bitrate")
     @classmethod

@@ -125,29 +125,26 @@ class TwilioClock:
         return timestamp_ms * self.rate // 1000
 
     def fast_index(self, position: float, n: int) -> int:
-        """The common case of ``map`` in one step: where a plausible chunk of `n` samples goes (the
-        frontier moved past it), or -1 when ``map`` must decide (implausible, or frames are held)."""
+        """Where a plausible chunk of `n` samples goes (the frontier moves past it; frames held while
+        deciding on a jump were strays and are dropped), or -1 when it is not plausible: then ``map``
+        decides. The per-frame path: ``_index`` is inlined."""
         index = int(position) * self.rate // 1000 + self.offset
         frontier = self.frontier
-        if self._held or not frontier - self.window <= index <= frontier + self.max_jump:
+        if not frontier - self.window <= index <= frontier + self.max_jump:
             return -1
+        if self._held:
+            self.dropped += len(self._held)
+            self._held.clear()
         if index + n > frontier:
             self.frontier = index + n
         return index
 
     def map(self, track: str, position: float, pcm: bytes) -> list[tuple[str, int, bytes]]:
         """Frames ready to place as (track, sample, pcm). Usually the one given; sometimes none or several."""
-        timestamp_ms = int(position)
-        index = timestamp_ms * self.rate // 1000 + self.offset  # = _index(): inlined, this runs per frame
-        frontier = self.frontier
-        if frontier - self.window <= index <= frontier + self.max_jump:  # plausible
-            if self._held:
-                self.dropped += len(self._held)
-                self._held.clear()
-            end = index + (len(pcm) >> 1)
-            if end > frontier:
-                self.frontier = end
+        index = self.fast_index(position, len(pcm) >> 1)
+        if index >= 0:
             return [(track, index, pcm)]
+        timestamp_ms = int(position)
         self._held.append((track, timestamp_ms, pcm))
         if len(self._held) < _CONFIRM:
             return []

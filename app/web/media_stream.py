@@ -1,7 +1,7 @@
 """WS /media-stream: the Twilio edge. Accept → iterate → dispatch → finally finish.
 
 μ-law exists only here: frames are decoded into PCM16 before they reach the call's session,
-and the assistant's PCM is encoded on the way out (`TwilioTransport`). The sans-I/O protocol
+and the assistant's PCM is encoded on the way out (`TwilioTransport`, app/web/twilio_transport.py). The sans-I/O protocol
 (app.twilio.protocol) parses Twilio's frames and makes ours, owning the streamSid.
 
 Bad input on this socket is answered on this socket only: a bad message is skipped with one
@@ -32,12 +32,12 @@ from app.twilio.events import Connected, Dtmf, Mark, Media, SendClear, SendMark,
 from app.twilio.protocol import ProtocolError, ProtocolWarning, SendRefused, StreamProtocol
 from app.twilio.signature import validate
 from app.web.deps import Services
+from app.web.twilio_transport import RATE, TwilioTransport
 from app.web.twilio_routes import FROM_LAST4_PARAM, stream_token, streamed_last4
 
 router = APIRouter()
 log = logging.getLogger("callscribe.stream")
 
-RATE = 8000  # Media Streams carry 8 kHz μ-law both ways
 MAX_WARNINGS = 200  # invalid messages tolerated on one stream before it is closed as hostile
 # Twilio sends `connected` and `start` right after the upgrade; a socket that has not started a
 # call by then is closed, so idle sockets cannot pile up (they count against no call limit).
@@ -108,43 +108,6 @@ async def _own_task(coro) -> None:  # type: ignore[no-untyped-def]
         with contextlib.suppress(asyncio.CancelledError):
             await task
         raise
-
-
-class TwilioTransport:
-    """The call session's way out to a Twilio Media Stream: PCM → μ-law media, marks, clear, close."""
-
-    rate = RATE
-
-    def __init__(self, shell: "_StreamShell") -> None:
-        self._shell = shell
-        self._encoded: tuple[bytes, bytes] | None = None  # (pcm, its μ-law): as_heard's work, reused by send_audio
-
-    def _ulaw(self, pcm: bytes) -> bytes:
-        if self._encoded is None or self._encoded[0] is not pcm:
-            self._encoded = (pcm, mulaw.encode_bytes(pcm))
-        return self._encoded[1]
-
-    def as_heard(self, pcm: bytes) -> bytes:
-        """What the caller hears of it: G.711 μ-law is lossy (the recording holds the line's audio)."""
-        return mulaw.decode_bytes(self._ulaw(pcm))
-
-    async def send_audio(self, pcm: bytes, at: int) -> None:
-        await self._shell.send_command(SendMedia(self._ulaw(pcm)))  # Twilio plays it in order: `at` is implied
-
-    async def mark(self, name: str) -> None:
-        await self._shell.send_command(SendMark(name))
-
-    async def clear(self) -> None:
-        await self._shell.send_command(SendClear())
-
-    async def close(self, code: int, reason: str) -> None:
-        await self._shell.close(code, reason)
-
-    def said(self, role: str, text: str) -> None:
-        """A phone shows no transcript."""
-
-    def no_reply(self) -> None:
-        """A phone caller waits for nothing: silence says it."""
 
 
 class _StreamShell:
@@ -308,12 +271,7 @@ class _StreamShell:
         return first
 
     async def dispatch(self, ev: object) -> bool:
-        """Handle one event; False ends the loop."""
-        if isinstance(ev, Media):
-            if self.call is not None:
-                self.call.on_audio(ev.track, ev.timestamp, mulaw.decode_bytes(ev.payload))
-                return await self._after_media(self.call)
-            return True
+        """Handle one event other than media (handled in ``_run``, per frame); False ends the loop."""
         if isinstance(ev, Start):
             return await self.on_start(ev)
         if isinstance(ev, Mark):
