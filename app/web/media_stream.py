@@ -1,8 +1,8 @@
 """WS /media-stream: the Twilio edge. Accept → iterate → dispatch → finally finish.
 
 μ-law exists only here: frames are decoded into PCM16 before they reach the call's session,
-and the assistant's PCM is encoded on the way out (`TwilioTransport`, app/web/twilio_transport.py). The sans-I/O protocol
-(app.twilio.protocol) parses Twilio's frames and makes ours, owning the streamSid.
+and the assistant's PCM is encoded on the way out (`TwilioTransport`, app/web/twilio_transport.py).
+The sans-I/O protocol (app.twilio.protocol) parses Twilio's frames and makes ours, owning the streamSid.
 
 Bad input on this socket is answered on this socket only: a bad message is skipped with one
 log line per kind (as Twilio's 31950/31951 warnings do); a stream that cannot go on is closed
