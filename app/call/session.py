@@ -194,12 +194,23 @@ class CallSession:
         since = min(EXTRAPOLATE_S, max(0.0, self.wall_clock() - self._last_audio_wall))
         return self.recorder.stream_samples + int(since * self.rate)
 
+    def playback_slot(self) -> int:
+        """Where audio sent now starts to play when nothing is queued before it. A line that plays
+        in frame-sized slots on the stream's grid (Twilio plays 20 ms packets) starts it at the
+        end of the latest frame, or one frame later once a frame's worth of wall time has passed
+        without the next one (the line has moved on; its frame is late or not read yet).
+        Extrapolating by the exact wall time instead lands mid-slot, where nothing starts."""
+        if self.ended or self.recorder.clock.follows_wall:
+            return self.recorder.stream_samples
+        late = self.wall_clock() - self._last_audio_wall >= EXTRAPOLATE_S
+        return self.recorder.stream_samples + (round(EXTRAPOLATE_S * self.rate) if late else 0)
+
     async def play(self, pcm: bytes) -> tuple[int, int] | None:
         """Send assistant audio (PCM16 at the call's rate); returns the [start, end) samples where
         it plays (None: not sent, the call is over or nobody is answering)."""
         if self.ended or self.mode != "assistant":
             return None
-        span = self.recorder.play(self.transport.as_heard(pcm), self.stream_sample())
+        span = self.recorder.play(self.transport.as_heard(pcm), self.playback_slot())
         await self.transport.send_audio(pcm, span[0])
         return span
 

@@ -120,6 +120,19 @@ async def test_between_frames_the_clock_runs_on_for_one_frame_at_most(open_call)
     assert (await call.play(level(3000, 20)))[0] == 8160
 
 
+async def test_a_reply_after_the_line_ran_dry_starts_in_a_slot_of_the_lines_frame_grid(open_call):
+    """Twilio plays 20 ms packets on the stream's grid: audio sent between two frames starts where
+    the latest frame ended, and one frame later once the next frame is overdue (never mid-slot)."""
+    call = open_call()
+    feed(call, 0, 1000, 100)
+    call.wall_clock.t += 0.012
+    assert call.stream_sample() == 8000 + 96  # barge-ins and DTMF still read the wall between frames
+    assert await call.play(level(3000, 20)) == (8000, 8160)
+    feed(call, 1000, 1100, 100)  # the reply has played out; the line runs dry
+    call.wall_clock.t += 0.025  # the next frame is overdue: the line has moved on a slot
+    assert await call.play(level(3000, 20)) == (8960, 9120)
+
+
 async def test_clear_cuts_what_was_queued_after_now_and_the_next_reply_plays_now(open_call):
     call = open_call()
     feed(call, 0, 1000, 100)

@@ -40,17 +40,43 @@ def recall(heard: str, truth: str) -> float:
     return len(want & words(heard)) / len(want)
 
 
+FRAME = 160  # samples in one 20 ms frame at 8 kHz
+
+
+def sounding_runs(x: np.ndarray, min_gap: int = FRAME // 2) -> list[tuple[int, int]]:
+    """The [start, end) stretches of ``x`` that are not digital silence, split at runs of at least
+    ``min_gap`` zero samples."""
+    nz = np.flatnonzero(x)
+    if not len(nz):
+        return []
+    breaks = np.flatnonzero(np.diff(nz) > min_gap)
+    starts = [nz[0], *nz[breaks + 1]]
+    ends = [*(nz[breaks] + 1), nz[-1] + 1]
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def placed_within_a_frame(track: np.ndarray, heard: np.ndarray, a: int, b: int) -> int:
+    """The shift (|shift| <= one frame) at which ``heard[a:b]`` is on ``track`` to within one LSB;
+    fails when there is none."""
+    want = heard[a:b].astype(np.int64)
+    for shift in sorted(range(-FRAME, FRAME + 1), key=abs):
+        if 0 <= a + shift and b + shift <= len(track):
+            if np.abs(track[a + shift : b + shift].astype(np.int64) - want).max() <= 1:
+                return shift
+    raise AssertionError(f"what the caller heard at [{a}, {b}) is not on the track within a frame of it")
+
+
 def caller_turns(out: dict) -> list[dict]:
     return [t for t in out["turns"] if t["role"] == "caller"]
 
 
 async def test_hang_up_cuts_the_unheard_reply_and_keeps_what_was_heard(make_server):
-    """The caller hangs up 3 s into the ~9 s greeting: the recording lasts as long as the stream,
+    """The caller hangs up 4 s into the ~9 s greeting: the recording lasts as long as the stream,
     the greeting keeps its sentences played in full and marks the one that was cut, and the cut is
     not a barge-in."""
     server = make_server(GREETING="assistant", DEFAULT_AUDIO_FORMAT="wav", RECORDING_CHANNELS=2)
     wait_ready(server)
-    res = await run_call(SimConfig(server.base, silence(3.0), speed=1.0, tail_s=0.0, speak_at_s=0.0))
+    res = await run_call(SimConfig(server.base, silence(4.0), speed=1.0, tail_s=0.0, speak_at_s=0.0))
     out = server.result(res.call_sid)
     stream_end = round(out["duration_s"] * 8000)
     assert abs(out["duration_s"] - res.stream_duration_ms / 1000) <= 0.05, (out["duration_s"], res.stream_duration_ms)
@@ -58,11 +84,16 @@ async def test_hang_up_cuts_the_unheard_reply_and_keeps_what_was_heard(make_serv
     assert rate == 8000 and len(x) == stream_end
     outbound, _ = sf.read(str(server.responses / ".calls" / res.call_sid / "outbound.wav"), dtype="int16")
     assert len(outbound) == stream_end  # nothing of the reply still queued at hang-up
-    # The assistant track is what the caller heard, up to the hang-up (to within a frame).
-    heard = res.heard[:stream_end].astype(np.int64)
-    lag = min(range(0, 161), key=lambda k: np.abs(outbound[k:].astype(np.int64) - heard[:stream_end - k]).sum())
-    assert np.abs(outbound[lag:].astype(np.int64) - heard[:stream_end - lag]).max() <= 1, lag
+    # The assistant track is what the caller heard, up to the hang-up: each stretch of the reply
+    # the caller heard is on the track sample for sample, where it played to within a frame. (A
+    # reply that ran dry resumes in a slot of the line's 20 ms grid; a server that reads the
+    # line's frames late, as on a loaded machine, can place it one slot early: seen in CI.)
+    heard = res.heard[:stream_end]
     assert np.abs(heard).max() > 1000
+    runs = sounding_runs(heard)
+    for a, b in runs:
+        placed_within_a_frame(outbound, heard, a, b)
+    assert np.count_nonzero(outbound) <= np.count_nonzero(heard) + FRAME * len(runs)  # nothing the caller did not hear
 
     (greeting,) = [t for t in out["turns"] if t["role"] == "assistant"]
     assert greeting["interrupted"] and greeting["cut_by"] == "hangup"
