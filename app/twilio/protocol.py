@@ -23,8 +23,11 @@ Field rules (from captures): numbers are JSON strings except `sampleRate`/`chann
 `connected` has no `sequenceNumber`/`streamSid`; key order is not a contract.
 
 Speed: a media message is 50 per second per track and the one message that matters for cost.
-It is parsed by orjson (0.5 µs against json's 1.9) and, while streaming, checked on a short path
-(`_media`) whose every rule is the general path's: same warnings, same kinds, same fatal errors.
+While streaming, a frame is first decoded by msgspec straight into a typed media message, the
+payload's base64 included (`_fast_media`, ~1.1 µs); only a message that passes every rule of
+the general path there becomes `Media` on it. Anything else (another event, a field of another
+type, bad base64, a foreign streamSid) takes the general path: orjson (0.5 µs against json's
+1.9) and the rules below, so warnings, kinds and fatal errors are the general path's alone.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import json
 import re
 from typing import Any
 
+import msgspec
 import orjson
 
 from app import close_codes
@@ -57,6 +61,26 @@ MAX_MEDIA_PAYLOAD = 8000  # bytes of μ-law (1 s); Twilio sends 160. Larger is r
 _MAX_PAYLOAD_B64 = (MAX_MEDIA_PAYLOAD * 4) // 3 + 4
 _loads = orjson.loads
 _a2b = binascii.a2b_base64
+
+
+class _MediaBody(msgspec.Struct, gc=False):
+    payload: bytes  # JSON base64 (standard alphabet, padded, no whitespace) → bytes, in C
+    timestamp: str
+    chunk: str
+    track: str = "inbound"
+
+
+class _MediaMessage(msgspec.Struct, gc=False):
+    """A media message in Twilio's own form (numbers as strings); other fields are ignored."""
+
+    event: str
+    streamSid: str
+    sequenceNumber: str
+    media: _MediaBody
+
+
+_decode_media = msgspec.json.Decoder(_MediaMessage).decode
+_MSGSPEC_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
 class StreamState(enum.Enum):
@@ -145,6 +169,15 @@ class StreamProtocol:
         """Parse one frame. Raises ProtocolError (fatal) or ProtocolWarning (skip it)."""
         if text.__class__ is not str and isinstance(text, (bytes, bytearray, memoryview)):
             raise ProtocolWarning("binary frame: Media Streams messages are JSON text frames", "binary")
+        if self.state is StreamState.STREAMING:
+            media = self._fast_media(text)
+            if media is not None:
+                self.last_sequence = media.sequence_number
+                return media
+        return self._receive_json(text)
+
+    def _receive_json(self, text: str) -> Event:
+        """The general path: any text frame, every rule, every warning."""
         try:
             msg = _loads(text)
         except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
@@ -233,6 +266,24 @@ class StreamProtocol:
             raise ProtocolError("streamSid differs from start.streamSid", CLOSE_POLICY)
         self.stream_sid = stream_sid
         return Start(seq, stream_sid, account_sid, call_sid, tuple(tracks), params)
+
+    def _fast_media(self, text: str) -> Media | None:
+        """A valid media message of this stream, in Twilio's form → Media; None for anything else
+        (the general path then parses it and says what is wrong). Every check here is one of
+        ``_parse_media``'s, so what passes here passes there, with the same values."""
+        try:
+            m = _decode_media(text)
+        except _MSGSPEC_ERRORS:
+            return None
+        body = m.media
+        track, payload, seq, chunk, ts = body.track, body.payload, m.sequenceNumber, body.chunk, body.timestamp
+        if (m.event == "media" and m.streamSid == self.stream_sid and (track == "inbound" or track == "outbound")
+                and 0 < len(payload) <= MAX_MEDIA_PAYLOAD
+                and 0 < len(seq) < 16 and 0 < len(chunk) < 16 and 0 < len(ts) < 16):
+            digits = seq + chunk + ts
+            if digits.isascii() and digits.isdigit():
+                return Media(int(seq), track, int(chunk), int(ts), payload)
+        return None
 
     def _parse_media(self, msg: dict[str, Any]) -> Media:
         body = msg.get("media")

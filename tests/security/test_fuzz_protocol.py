@@ -160,6 +160,36 @@ def test_media_shaped_messages_in_a_good_stream_never_crash_and_never_end_it_exc
         assert p.state is StreamState.STREAMING
 
 
+@FUZZ
+@given(batch=st.lists(st.one_of(media_shaped.map(json.dumps), messages), min_size=1, max_size=8))
+def test_the_fast_media_path_accepts_only_what_the_general_path_accepts_as_the_same_media(batch):
+    """A valid media frame is decoded on a short path (msgspec); whatever it returns, the general
+    path (orjson and every rule) returns too, field for field; anything else it leaves alone."""
+    p = _protocol("streaming")
+    for msg in batch:
+        if not isinstance(msg, str):
+            continue
+        fast = p._fast_media(msg)
+        try:
+            general = p._receive_json(msg)
+        except (ProtocolWarning, ProtocolError):
+            assert fast is None, msg
+            p.state = StreamState.STREAMING
+            continue
+        assert fast is None or fast == general, (msg, fast, general)
+        p.state = StreamState.STREAMING
+
+
+def test_the_fast_media_path_takes_twilios_own_frames():
+    """The common case does take the short path (a frame as Twilio sends it, key order and all)."""
+    p = _protocol("streaming")
+    frame = ('{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"3","timestamp":"60",'
+             '"payload":"/38A"},"streamSid":"%s"}' % SID)
+    assert p._fast_media(frame) == Media(4, "inbound", 3, 60, b"\xff\x7f\x00") == p.receive(frame)
+    assert p._fast_media(frame.replace('"4"', "4")) is None  # a number where Twilio sends a string: general path
+    assert p.receive(frame.replace('"4"', "4")).sequence_number == 4
+
+
 @pytest.mark.parametrize("text", [
     '{"event":[]}', '{"event":{}}', '{"event":["media"]}', '{"event":null}', '{"event":1}',
     '{"event":"stop","sequenceNumber":"\u00b2","streamSid":"%s"}' % SID,
