@@ -32,6 +32,7 @@ from app.twilio.events import Connected, Dtmf, Mark, Media, SendClear, SendMark,
 from app.twilio.protocol import ProtocolError, ProtocolWarning, SendRefused, StreamProtocol
 from app.twilio.signature import validate
 from app.web.deps import Services
+from app.web.own_task import run_in_own_task
 from app.web.twilio_transport import RATE, TwilioTransport
 from app.web.twilio_routes import FROM_LAST4_PARAM, stream_token, streamed_last4
 
@@ -85,7 +86,7 @@ async def media_stream(ws: WebSocket, receive=None, send=None) -> None:  # type:
     await ws.accept()
     shell = _StreamShell(ws, services, receive or ws.receive, send)
     try:
-        await _own_task(shell.run())
+        await run_in_own_task(shell.run())
     finally:
         if shell.call is not None:
             # Finalise even if this handler is being cancelled (server shutdown): the shielded
@@ -93,21 +94,6 @@ async def media_stream(ws: WebSocket, receive=None, send=None) -> None:  # type:
             task = services.registry.spawn(services.registry.finish(shell.call, shell.reason))
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
-
-
-async def _own_task(coro) -> None:  # type: ignore[no-untyped-def]
-    """Run the stream's loop as a task of its own and wait for it. Each time the loop waits for a
-    frame, its coroutine suspends and resumes through every frame above it; in the request's task
-    that is the whole middleware stack (about twenty frames, measured as several µs per frame on
-    the serving loop), in its own task only the loop itself. Cancelling the request cancels it."""
-    task = asyncio.ensure_future(coro)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise
 
 
 class _StreamShell:

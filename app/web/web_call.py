@@ -37,6 +37,7 @@ from app.web import web_call_tokens as tokens
 from app.web.browser_calls import CALL_ID, BrowserCall, BrowserCalls, call_sid, digest
 from app.web.deps import ApiKeyDep, Services, ServicesDep
 from app.web.micdrop_transport import MicdropTransport, Socket
+from app.web.own_task import run_in_own_task
 from app.web.web_call_socket import WebCallSocket
 
 __all__ = ["router", "warn_if_open"]
@@ -78,7 +79,7 @@ async def web_call(ws: WebSocket) -> None:
     await ws.accept()  # always: a refused upgrade makes the client retry forever
     shell = _WebCallShell(ws, services)
     try:
-        await shell.run()
+        await run_in_own_task(shell.run())
     finally:
         await shell.after()
 
