@@ -118,9 +118,12 @@ class Settings(BaseSettings):
     finalize_workers: int = 2
     export_interval_s: float = 5.0
     # Encoder processes for the incremental export of live calls (unset: 2, or 1 on a one-core machine;
-    # 0: threads of the serving process, as before). Each runs at ENCODER_NICE, so frames come first.
+    # 0: threads of the serving process, as before). Each runs at ENCODER_NICE, so frames come first;
+    # with ENCODER_IDLE, live calls' encoding runs under SCHED_IDLE (only on a core nothing else wants)
+    # and a hang-up's finish at ENCODER_NICE (needs CAP_SYS_NICE or RLIMIT_NICE; else ENCODER_NICE only).
     encoder_processes: int | None = None
     encoder_nice: int = 5
+    encoder_idle: bool = True
     # How a frame reaches its master: "mapped" (a copy into a mapped window of the file: no system call),
     # "pwrite" (one system call per frame), "auto" (mapped on ext4, xfs and tmpfs, pwrite elsewhere).
     master_writes: str = "auto"

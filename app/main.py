@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
     opts = export_options(settings)
     registry = CallRegistry(store, opts, max_concurrent=settings.max_concurrent_calls, workers=settings.finalize_workers,
                              events=events, encoder_processes=settings.encoder_processes,
-                             encoder_nice=settings.encoder_nice,
+                             encoder_nice=settings.encoder_nice, encoder_idle=settings.encoder_idle,
                              uploads=segment_uploads(store.artefacts, settings.segment_seconds))  # None unless S3
     if agent_factory is None and (settings.greeting == "assistant" or settings.transcribe):
         agent_factory = _default_agent_factory(settings)

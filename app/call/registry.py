@@ -43,7 +43,8 @@ class CallRefused(Exception):
 class CallRegistry:
     def __init__(self, store: CallStore, opts: ExportOptions, *, max_concurrent: int = 200, workers: int = 2,
                  events: RecordingEvents | None = None, uploads: SegmentUploads | None = None,
-                 encoder_processes: int | None = 0, encoder_nice: int = 5) -> None:
+                 encoder_processes: int | None = 0, encoder_nice: int = 5,
+                 encoder_idle: bool = True) -> None:
         """``uploads``: with S3, sends each live call's segments and commits its files (None: all stays local).
         ``encoder_processes``: the processes that encode the live calls (app.recording.encoder_pool;
         None: the default number; 0: this process's export threads)."""
@@ -52,7 +53,7 @@ class CallRegistry:
         self.events = events
         if encoder_processes is None:
             encoder_processes = default_processes()
-        self.encoder_pool = EncoderPool(encoder_processes, nice=encoder_nice) if encoder_processes > 0 else None
+        self.encoder_pool = EncoderPool(encoder_processes, nice=encoder_nice, idle=encoder_idle) if encoder_processes > 0 else None
         if self.encoder_pool is not None:
             opts = dataclasses.replace(opts, encoder_pool=self.encoder_pool)
         self.opts = opts

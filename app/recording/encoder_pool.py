@@ -60,7 +60,7 @@ def default_processes() -> int:
 class _Worker:
     """One encoder process, its pipe and the thread that reads its answers."""
 
-    def __init__(self, index: int, nice: int) -> None:
+    def __init__(self, index: int, nice: int, idle: bool = False) -> None:
         self.index = index
         self.calls: dict[str, int] = {}  # the calls pinned here: their open exporters
         self._ids = itertools.count(1)
@@ -69,7 +69,7 @@ class _Worker:
         self.alive = True
         env = dict(os.environ)
         env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.recording.encoder_worker", str(nice)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.recording.encoder_worker", str(nice)] + (["idle"] if idle else []),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
                                      cwd=_ROOT)
         self.pid = self.proc.pid
@@ -165,11 +165,12 @@ def _resolve(fut: Future, ok: bool, value: Any) -> None:
 class EncoderPool:
     """``processes`` encoder workers, started on first use; a dead one is replaced for new calls."""
 
-    def __init__(self, processes: int, *, nice: int = 5) -> None:
+    def __init__(self, processes: int, *, nice: int = 5, idle: bool = True) -> None:
         if processes < 1:
             raise ValueError("an encoder pool needs at least one process")
         self.processes = processes
         self.nice = nice
+        self.idle = idle  # live calls' encoding under SCHED_IDLE, finishes at `nice` (encoder_worker)
         self._workers: list[_Worker | None] = [None] * processes
         self._lock = threading.Lock()
         self._keys = itertools.count(1)
@@ -188,7 +189,7 @@ class EncoderPool:
                 if w is None or not w.alive:
                     if w is not None:
                         w.proc.poll()  # reap it
-                    self._workers[i] = _Worker(i, self.nice)
+                    self._workers[i] = _Worker(i, self.nice, self.idle)
             w = min(self._workers, key=lambda x: len(x.calls))  # type: ignore[union-attr, return-value]
             w.calls[call] = 1
             return w

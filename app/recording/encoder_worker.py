@@ -1,11 +1,16 @@
 """An encoder worker process: the other end of app.recording.encoder_pool's pipes.
 
-Run as ``python -m app.recording.encoder_worker <nice>`` (a fresh interpreter, never a fork of the
-threaded server). It reads length-prefixed pickles ``(rid, call, op, key, args)`` on stdin, holds the
-``ConversationExporter`` of each call pinned to it, serves the calls round-robin in slices of
+Run as ``python -m app.recording.encoder_worker <nice> [idle]`` (a fresh interpreter, never a fork of
+the threaded server). It reads length-prefixed pickles ``(rid, call, op, key, args)`` on stdin, holds
+the ``ConversationExporter`` of each call pinned to it, serves the calls round-robin in slices of
 ``SLICE_S`` seconds of audio (one call's long catch-up never holds another's hang-up back; one
 call's commands run in the order sent), answers ``(rid, ok, value)`` on stdout, and exits when
 its stdin closes (the server ended or died). The framing of both ends is here.
+
+Priority (``_Priority``): at ``nice``; with ``idle``, live calls' encoding runs under SCHED_IDLE
+(only on a core nothing else wants: the serving loop is never preempted by it) and the worker
+returns to SCHED_OTHER at ``nice`` while a hang-up's finish waits in it. Leaving SCHED_IDLE needs
+CAP_SYS_NICE or an RLIMIT_NICE that allows ``nice``; without either the worker stays at ``nice``.
 """
 
 from __future__ import annotations
@@ -83,12 +88,55 @@ def _finished(ex) -> dict[str, Any]:
     return {"path": str(ex.out_path), "done": ex.done, "talk": ex.talk, "settings_note": ex.settings_note}
 
 
-def worker_main(nice: int = 5) -> None:  # pragma: no cover - runs in the worker process (tests drive it)
+CAP_SYS_NICE = 23  # linux/capability.h
+
+
+def may_leave_idle(nice: int) -> bool:
+    """Whether this process could return from SCHED_IDLE to SCHED_OTHER at ``nice`` (the kernel's
+    ``can_nice``: CAP_SYS_NICE, or RLIMIT_NICE ≥ 20 − nice)."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    try:
+        import resource
+
+        if resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20 - nice:
+            return True
+        with open("/proc/self/status") as fh:
+            caps = next((line.split()[1] for line in fh if line.startswith("CapEff:")), "0")
+        return bool(int(caps, 16) >> CAP_SYS_NICE & 1)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class _Priority:
+    """This worker's scheduling: SCHED_IDLE while it only advances live calls, SCHED_OTHER at the
+    worker's nice while a finish (a hang-up waiting for its files) is queued. One system call per
+    change, none per job."""
+
+    def __init__(self, idle: bool, nice: int) -> None:
+        self.idle_allowed = idle and may_leave_idle(nice)
+        self.finishes = 0  # finish/export commands queued or in progress
+        self._idle = False
+
+    def update(self) -> None:
+        want_idle = self.idle_allowed and self.finishes == 0
+        if want_idle != self._idle:
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE if want_idle else os.SCHED_OTHER, os.sched_param(0))
+            except OSError:  # refused after all: no more changes (idle, it still runs on a free core)
+                self.idle_allowed = False
+                want_idle = self._idle
+                self.update = lambda: None  # type: ignore[method-assign]
+            self._idle = want_idle
+
+
+def worker_main(nice: int = 5, idle: bool = False) -> None:  # pragma: no cover - runs in the worker process
     if nice:
         try:
             os.nice(nice)
         except OSError:
             pass
+    priority = _Priority(idle, nice)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print() must not corrupt the answers
     stdin = os.fdopen(os.dup(0), "rb")
@@ -119,6 +167,8 @@ def worker_main(nice: int = 5) -> None:  # pragma: no cover - runs in the worker
             os._exit(0)
         rid, call, op, key, args = msg
         work.setdefault(call, deque()).append(_Job(rid, op, key, args))
+        if op == "finish" or op == "export":
+            priority.finishes += 1
 
     while True:
         if not work:
@@ -128,6 +178,7 @@ def worker_main(nice: int = 5) -> None:  # pragma: no cover - runs in the worker
                 take(inbox.get_nowait())
             except queue.Empty:
                 break
+        priority.update()
         call, jobs = next(iter(work.items()))
         job = jobs[0]
         finished = True
@@ -168,6 +219,8 @@ def worker_main(nice: int = 5) -> None:  # pragma: no cover - runs in the worker
             ok, value, finished = False, exc, True
         if finished:
             jobs.popleft()
+            if job.op == "finish" or job.op == "export":
+                priority.finishes -= 1
             reply(job.rid, ok, value)
         work.move_to_end(call)  # round-robin: the next call's turn
         if not jobs:
@@ -175,4 +228,4 @@ def worker_main(nice: int = 5) -> None:  # pragma: no cover - runs in the worker
 
 
 if __name__ == "__main__":  # pragma: no cover
-    worker_main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    worker_main(int(sys.argv[1]) if len(sys.argv) > 1 else 5, idle=sys.argv[2:3] == ["idle"])

@@ -19,6 +19,7 @@ import soundfile as sf
 
 from app.audio.formats import FORMATS
 from app.recording.encoder_pool import SLICE_S, EncoderPool, WorkerLost
+from app.recording.encoder_worker import may_leave_idle
 from app.recording.export import ConversationExporter
 from app.recording.track import MasterTrack
 
@@ -114,6 +115,27 @@ def test_a_killed_worker_still_leaves_the_whole_call_in_its_file(tmp_path, pool)
     assert ex.worker_pid != victim and victim not in pool.pids()
     assert not alive(victim)
     assert not (tmp_path / "c.wav.partial").exists()
+
+
+@pytest.mark.skipif(not may_leave_idle(0), reason="needs root, CAP_SYS_NICE or RLIMIT_NICE to leave SCHED_IDLE")
+def test_live_encoding_runs_at_idle_priority_and_a_hang_ups_finish_does_not(tmp_path, pool):
+    """A live call's encoding never preempts the serving loop (SCHED_IDLE runs only on a core nothing
+    else wants); the hang-up's finish, which a caller's files wait for, runs at the worker's nice."""
+    m, n = masters(tmp_path, 20)
+    ex = pool.exporter("CA7", m, tmp_path / "c.wav", FORMATS["wav"])
+    ex.advance(n // 2)
+    assert os.sched_getscheduler(ex.worker_pid) == os.SCHED_IDLE
+    out = ex.finish(n)
+    assert os.sched_getscheduler(ex.worker_pid) == os.SCHED_OTHER
+    assert len(sf.read(str(out), dtype="int16")[0]) == n
+    plain = EncoderPool(1, nice=0, idle=False)
+    try:
+        ex2 = plain.exporter("CA8", m, tmp_path / "d.wav", FORMATS["wav"])
+        ex2.advance(n // 2)
+        assert os.sched_getscheduler(ex2.worker_pid) == os.SCHED_OTHER
+        ex2.finish(n)
+    finally:
+        plain.close()
 
 
 def test_a_bad_open_fails_the_call_not_the_worker(tmp_path, pool):
