@@ -208,7 +208,10 @@ async def test_a_commit_s3_refused_at_hang_up_is_made_at_the_next_start(make_reg
         s3_server.resume()
     again = make_registry("a")  # the same spool: a restart
     await asyncio.get_running_loop().run_in_executor(None, again.recover_sync)
-    await until(lambda: published(again, call.sid), 20)
+    # The commit is retried with a backoff capped at 30 s, so it is made within 30 s (and a request)
+    # of S3 answering again. A SeaweedFS woken from SIGSTOP may refuse writes for seconds more (it
+    # re-registers its volume), which took this past 20 s in CI.
+    await until(lambda: published(again, call.sid), 45)
     assert json.loads(bucket.get(bucket.final_key(call.sid))[0])["attempt"] == state["attempt"]
 
 
