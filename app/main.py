@@ -20,6 +20,7 @@ from app.call.registry import CallRegistry
 from app.config import Settings
 from app.recording.finalize import ExportOptions
 from app.recording.segments import segment_uploads
+from app.serving import tune_collector
 from app.storage.catalog_sync import catalog_sync
 from app.storage.s3_bucket import S3Config
 from app.storage.store import CallStore
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, agent_factory=None, events=None
             log.warning("API_KEY is not set: /calls, downloads and set-format are open to anyone who can reach "
                         "this server.")
             web_call.warn_if_open(services)
+        tune_collector()  # a few hundred calls' objects: no full collection pass every few seconds
         loop = asyncio.get_running_loop()
         await store.coordinator.start(on_orphan=registry.recover_orphan)  # Redis: heartbeat, sweep for orphans
         recovery = loop.run_in_executor(registry.executor, registry.recover_sync)

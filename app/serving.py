@@ -10,14 +10,23 @@ Chosen by measurement (BENCHMARKS.md, issue 13), installed by the project's own 
 
 A stack part that cannot be imported (uvloop does not build on Windows) falls back to uvicorn's
 own choice for it, and the start-up log says which stack runs.
+
+The garbage collector (``tune_collector``, at the app's start-up): every young-generation pass
+promotes whatever is in flight at that moment (frames queued, their dicts) to the older
+generations, and at a few hundred calls that fills them until a full pass over every call's
+objects stalls the loop for 50-60 ms, late for every call at once. A young threshold of 10 000
+objects instead of 700 makes those passes 14 times rarer (measured: no full pass during a 12 s
+window at 400 calls, p99 frame lateness 24 against 42 ms, and 43 against 68 ms at 450 calls).
+Cycles are still collected by the same rules, a few thousand objects later.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import logging
 
-__all__ = ["STACK", "stack", "uvicorn_options"]
+__all__ = ["GC_THRESHOLDS", "STACK", "stack", "tune_collector", "uvicorn_options"]
 
 log = logging.getLogger("callscribe")
 
@@ -26,6 +35,12 @@ _PARTS = (("loop", "uvloop", "uvloop", "asyncio"),
           ("http", "httptools", "httptools", "h11"),
           ("ws", "websockets-sansio", "websockets", "wsproto"))
 STACK = {option: choice for option, choice, _, _ in _PARTS}
+GC_THRESHOLDS = (10_000, 10, 10)  # CPython's default: (700, 10, 10)
+
+
+def tune_collector() -> None:
+    """The serving process's collector thresholds (see the module's docstring)."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def stack() -> dict[str, str]:
