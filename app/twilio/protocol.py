@@ -80,7 +80,8 @@ class _MediaMessage(msgspec.Struct, gc=False):
 
 
 _decode_media = msgspec.json.Decoder(_MediaMessage).decode
-_MSGSPEC_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+# msgspec raises RecursionError for a deeply nested value, even in a field it skips: the general path decides.
+_MSGSPEC_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 class StreamState(enum.Enum):

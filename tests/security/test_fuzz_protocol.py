@@ -199,6 +199,9 @@ def test_the_fast_media_path_takes_twilios_own_frames():
     '{"event":"media","sequenceNumber":"2","streamSid":"%s","media":{"payload":"/w==","chunk":"1","timestamp":1e300}}' % SID,
     '{"event":"media","sequenceNumber":"2","streamSid":"%s","media":{"payload":"/w==","chunk":"1","timestamp":%s}}' % (SID, "9" * 400),
     "[" * 100000 + "]" * 100000,
+    # A valid media frame with a deeply nested extra field: msgspec's short path raised RecursionError here.
+    '{"event":"media","x":%s,"sequenceNumber":"2","streamSid":"%s","media":{"payload":"/w==","chunk":"1",'
+    '"timestamp":"1"}}' % ("[" * 10000 + "]" * 10000, SID),
 ])
 def test_regressions_found_by_fuzzing(text):
     """Each of these once raised TypeError/ValueError (unhashable event, unicode digits) out of receive."""
