@@ -53,7 +53,8 @@ class CallRegistry:
         self.events = events
         if encoder_processes is None:
             encoder_processes = default_processes()
-        self.encoder_pool = EncoderPool(encoder_processes, nice=encoder_nice, idle=encoder_idle) if encoder_processes > 0 else None
+        self.encoder_pool = (EncoderPool(encoder_processes, nice=encoder_nice, idle=encoder_idle)
+                             if encoder_processes > 0 else None)
         if self.encoder_pool is not None:
             opts = dataclasses.replace(opts, encoder_pool=self.encoder_pool)
         self.opts = opts

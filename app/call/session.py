@@ -82,6 +82,7 @@ class CallSession:
         self.ended = False
         self.end_reason: EndReason | None = None
         self._last_audio_wall = wall_clock()
+        self._frame = round(EXTRAPOLATE_S * info.rate)  # samples in one frame of the line
         self._progress_step = max(1, int(PROGRESS_S * info.rate))
         self._progress_at = 0  # the call's clock (samples) at which the export schedule next hears of progress
         resumed = self.recorder.clock.frontier  # a restarted call continues after what is on disk
@@ -199,11 +200,10 @@ class CallSession:
         in frame-sized slots on the stream's grid (Twilio plays 20 ms packets) starts it at the
         end of the latest frame, or one frame later once a frame's worth of wall time has passed
         without the next one (the line has moved on; its frame is late or not read yet).
-        Extrapolating by the exact wall time instead lands mid-slot, where nothing starts."""
-        if self.ended or self.recorder.clock.follows_wall:
-            return self.recorder.stream_samples
-        late = self.wall_clock() - self._last_audio_wall >= EXTRAPOLATE_S
-        return self.recorder.stream_samples + (round(EXTRAPOLATE_S * self.rate) if late else 0)
+        Extrapolating by the exact wall time instead lands mid-slot, where nothing starts: this is
+        ``stream_sample()`` (at most one frame past the latest) rounded down to the frame grid."""
+        latest = self.recorder.stream_samples
+        return latest + (self.stream_sample() - latest) // self._frame * self._frame
 
     async def play(self, pcm: bytes) -> tuple[int, int] | None:
         """Send assistant audio (PCM16 at the call's rate); returns the [start, end) samples where

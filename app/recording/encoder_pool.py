@@ -69,7 +69,8 @@ class _Worker:
         self.alive = True
         env = dict(os.environ)
         env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.recording.encoder_worker", str(nice)] + (["idle"] if idle else []),
+        argv = [sys.executable, "-m", "app.recording.encoder_worker", str(nice)] + (["idle"] if idle else [])
+        self.proc = subprocess.Popen(argv,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
                                      cwd=_ROOT)
         self.pid = self.proc.pid
