@@ -89,6 +89,7 @@ def _finished(ex) -> dict[str, Any]:
 
 
 CAP_SYS_NICE = 23  # linux/capability.h
+_FINISHING = ("finish", "export")  # the commands a hang-up's files wait for
 
 
 def may_leave_idle(nice: int) -> bool:
@@ -109,25 +110,42 @@ def may_leave_idle(nice: int) -> bool:
 
 
 class _Priority:
-    """This worker's scheduling: SCHED_IDLE while it only advances live calls, SCHED_OTHER at the
-    worker's nice while a finish (a hang-up waiting for its files) is queued. One system call per
-    change, none per job."""
+    """The encoding thread's scheduling: SCHED_IDLE while it only advances live calls, SCHED_OTHER at
+    the worker's nice while a finish (a hang-up waiting for its files) is queued. The reader thread,
+    never idle, lifts it the moment a finish arrives (``finish_queued``): an idle thread on a busy
+    machine would not get the CPU to lift itself, even mid-slice. One system call per change."""
 
     def __init__(self, idle: bool, nice: int) -> None:
         self.idle_allowed = idle and may_leave_idle(nice)
+        self._tid = threading.get_native_id()  # the encoding thread (this object is made on it)
+        self._lock = threading.Lock()
         self.finishes = 0  # finish/export commands queued or in progress
         self._idle = False
+        self._refused = False
+
+    def finish_queued(self) -> None:
+        with self._lock:
+            self.finishes += 1
+            self._set(False)
+
+    def finish_done(self) -> None:
+        with self._lock:
+            self.finishes -= 1
 
     def update(self) -> None:
-        want_idle = self.idle_allowed and self.finishes == 0
-        if want_idle != self._idle:
-            try:
-                os.sched_setscheduler(0, os.SCHED_IDLE if want_idle else os.SCHED_OTHER, os.sched_param(0))
-            except OSError:  # refused after all: no more changes (idle, it still runs on a free core)
-                self.idle_allowed = False
-                want_idle = self._idle
-                self.update = lambda: None  # type: ignore[method-assign]
-            self._idle = want_idle
+        """On the encoding thread, before each job: idle again once no finish waits."""
+        with self._lock:
+            self._set(self.idle_allowed and self.finishes == 0)
+
+    def _set(self, idle: bool) -> None:
+        if idle == self._idle or self._refused:
+            return
+        try:
+            os.sched_setscheduler(self._tid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
+        except OSError:  # refused after all: no more changes (idle, it still runs on a free core)
+            self._refused = True
+        else:
+            self._idle = idle
 
 
 def worker_main(nice: int = 5, idle: bool = False) -> None:  # pragma: no cover - runs in the worker process
@@ -148,6 +166,8 @@ def worker_main(nice: int = 5, idle: bool = False) -> None:  # pragma: no cover 
                 msg = recv_msg(stdin)
             except Exception:
                 msg = None
+            if isinstance(msg, tuple) and len(msg) == 5 and msg[2] in _FINISHING:
+                priority.finish_queued()
             inbox.put(msg)
             if msg is None:
                 return
@@ -167,8 +187,6 @@ def worker_main(nice: int = 5, idle: bool = False) -> None:  # pragma: no cover 
             os._exit(0)
         rid, call, op, key, args = msg
         work.setdefault(call, deque()).append(_Job(rid, op, key, args))
-        if op == "finish" or op == "export":
-            priority.finishes += 1
 
     while True:
         if not work:
@@ -219,8 +237,8 @@ def worker_main(nice: int = 5, idle: bool = False) -> None:  # pragma: no cover 
             ok, value, finished = False, exc, True
         if finished:
             jobs.popleft()
-            if job.op == "finish" or job.op == "export":
-                priority.finishes -= 1
+            if job.op in _FINISHING:
+                priority.finish_done()
             reply(job.rid, ok, value)
         work.move_to_end(call)  # round-robin: the next call's turn
         if not jobs:
