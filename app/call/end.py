@@ -22,6 +22,7 @@ class EndReason(str, enum.Enum):
     TOO_MANY_INVALID = "too many invalid messages"
     PROTOCOL_ERROR = "protocol error"
     INTERNAL_PARSE_ERROR = "internal error parsing a message"
+    INTERNAL_ERROR = "internal error recording a frame"
 
     def __str__(self) -> str:
         return self.value

@@ -170,12 +170,20 @@ class StreamProtocol:
         """Parse one frame. Raises ProtocolError (fatal) or ProtocolWarning (skip it)."""
         if text.__class__ is not str and isinstance(text, (bytes, bytearray, memoryview)):
             raise ProtocolWarning("binary frame: Media Streams messages are JSON text frames", "binary")
+        media = self.receive_media(text)
+        if media is not None:
+            return media
+        return self._receive_json(text)
+
+    def receive_media(self, text: str) -> Media | None:
+        """The per-frame path alone: a valid media message of this stream → Media; None (and no
+        change to the stream's state) for anything else, which ``receive`` then parses in full."""
         if self.state is StreamState.STREAMING:
             media = self._fast_media(text)
             if media is not None:
                 self.last_sequence = media.sequence_number
                 return media
-        return self._receive_json(text)
+        return None
 
     def _receive_json(self, text: str) -> Event:
         """The general path: any text frame, every rule, every warning."""

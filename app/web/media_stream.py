@@ -4,6 +4,9 @@
 and the assistant's PCM is encoded on the way out (`TwilioTransport`, app/web/twilio_transport.py).
 The sans-I/O protocol (app.twilio.protocol) parses Twilio's frames and makes ours, owning the streamSid.
 
+On `callscribe serve` a valid media frame of a started call is recorded in the WebSocket protocol's
+callback while the loop waits (``_take_frame``, app/web/ws_protocol.py); the rest comes in order.
+
 Bad input on this socket is answered on this socket only: a bad message is skipped with one
 log line per kind (as Twilio's 31950/31951 warnings do); a stream that cannot go on is closed
 with a code and a reason. Either way the call's recording is finalised, and other calls never
@@ -28,12 +31,13 @@ from app.call.end import EndReason
 from app.call.registry import CallRefused
 from app.call.session import CallLimits, CallSession
 from app.call.transport import CallInfo
-from app.twilio.events import Connected, Dtmf, Mark, Media, SendClear, SendMark, SendMedia, Start, Stop
+from app.twilio.events import Dtmf, Mark, Media, SendClear, SendMark, SendMedia, Start, Stop
 from app.twilio.protocol import ProtocolError, ProtocolWarning, SendRefused, StreamProtocol
 from app.twilio.signature import validate
 from app.web.deps import Services
 from app.web.own_task import run_in_own_task
 from app.web.twilio_transport import RATE, TwilioTransport
+from app.web.ws_protocol import FRAME_SINK
 from app.web.twilio_routes import FROM_LAST4_PARAM, stream_token, streamed_last4
 
 router = APIRouter()
@@ -105,7 +109,6 @@ class _StreamShell:
         self.proto = StreamProtocol()
         self.call: CallSession | None = None
         self.reason: EndReason = EndReason.CALLER_DISCONNECTED
-        self.detail = ""  # what a protocol error said, for the log
         self.warnings = 0
         self.kinds: dict[str, int] = {}
         self.journaled: set[str] = set()
@@ -114,6 +117,11 @@ class _StreamShell:
         self._send_dead = False
         self.greet_pending = False
         self._timer: asyncio.TimerHandle | None = None
+        # The protocol's frame sink (app/web/ws_protocol.py), when the server has one: media frames
+        # are then recorded in the protocol's callback while the loop waits, with no queue hop.
+        self._set_sink = ws.scope.get("extensions", {}).get(FRAME_SINK)
+        self._waiting = False
+        self._limit = services.settings.max_ws_message_bytes
 
     async def send_command(self, command: SendMedia | SendMark | SendClear) -> None:
         try:
@@ -135,6 +143,9 @@ class _StreamShell:
                 self._send_dead = True
 
     async def close(self, code: int, reason: str) -> None:
+        self.start_close(code, reason)
+
+    def start_close(self, code: int, reason: str) -> None:
         """Start the close handshake and return at once. The read loop goes on reading (and
         dropping) what the client still sends until its close frame arrives: a client that was
         mid-flood would otherwise stall the handshake behind the full receive queue until the
@@ -162,16 +173,21 @@ class _StreamShell:
                 return
             log.warning("stream %s: %s; closing", self.call.sid if self.call else "(before start)", reason)
             self.reason = reason
-            self.services.registry.spawn(self.close(code, message))
+            self.start_close(code, message)
 
         self._timer = asyncio.get_running_loop().call_later(seconds, expire)
 
     async def run(self) -> None:
         self._arm(START_TIMEOUT_S, EndReason.NO_START, close_codes.POLICY,
                   f"no valid start message within {START_TIMEOUT_S:.0f} s")
+        if self._set_sink is not None:
+            self._set_sink(self._take_frame)
         try:
             await self._run()
         finally:
+            self._waiting = False
+            if self._set_sink is not None:
+                self._set_sink(None)
             if self._timer is not None:
                 self._timer.cancel()
             if self._closing is not None:
@@ -184,12 +200,14 @@ class _StreamShell:
         limit = self.services.settings.max_ws_message_bytes
         receive = self._receive
         receive_event = self.proto.receive
-        decode = mulaw.decode_bytes
         while True:
+            self._waiting = True  # the sink may take frames only while the loop waits: their order holds
             try:
                 msg = await receive()
             except (RuntimeError, WebSocketDisconnect):
                 return
+            finally:
+                self._waiting = False
             if msg["type"] == "websocket.disconnect":
                 code = msg.get("code")
                 if self.call is not None and self.call.end_reason:
@@ -237,14 +255,45 @@ class _StreamShell:
                 continue
             if event.__class__ is Media:  # the per-frame path, 50 a second a track: no coroutine per frame
                 call = self.call
-                if call is not None:
-                    call.on_audio(event.track, event.timestamp, decode(event.payload))
+                if call is not None and self._record(call, event):
                     if self.greet_pending or call.end_reason is not None:
                         if not await self._after_media(call) and not self._closed:
                             return
                 continue
             if not await self.dispatch(event) and not self._closed:
                 return  # stop: the caller hung up, Twilio closes the socket
+
+    def _take_frame(self, text: str) -> bool:
+        """The frame sink: record a valid media frame of a started call now, in the WebSocket
+        protocol's callback (True). Anything else (before the start, the greeting's first frame, an
+        oversized or invalid message, another event) is left to the loop, queued in order (False)."""
+        if not self._waiting:
+            return False
+        if self._closed:
+            return True  # closing: dropped until the client's close frame, as the loop does
+        call = self.call
+        if call is None or self.greet_pending or len(text) > self._limit:
+            return False
+        event = self.proto.receive_media(text)
+        if event is None:
+            return False
+        if self._record(call, event) and call.end_reason is EndReason.LONGEST_CALL:
+            self.reason = call.end_reason
+            self.start_close(close_codes.NORMAL, "call reached MAX_CALL_SECONDS")
+        return True
+
+    def _record(self, call: CallSession, event: Media) -> bool:
+        """Record one media frame; False when that failed (a bug, or storage gone): the stream is
+        then closed with 1011 and a reason, and the call finalised with what it has."""
+        try:
+            call.on_audio(event.track, event.timestamp, mulaw.decode_bytes(event.payload))
+            return True
+        except Exception:
+            if not self._closed:
+                log.exception("stream %s: recording a frame failed; closing", call.sid)
+                self.reason = EndReason.INTERNAL_ERROR
+                self.start_close(close_codes.INTERNAL, str(EndReason.INTERNAL_ERROR))
+            return False
 
     def _first_of_kind(self, w: ProtocolWarning) -> bool:
         """Count a skipped message; True the first time its kind is seen on this stream (log it then).
@@ -273,9 +322,7 @@ class _StreamShell:
             if self.call is not None and self.call.end_reason:
                 self.reason = self.call.end_reason
             return False
-        if isinstance(ev, Connected):
-            return True
-        return True
+        return True  # connected
 
     async def _after_media(self, call: CallSession) -> bool:
         """What the first frame (the greeting) or the call's limit asks for after a frame; False ends the loop."""
