@@ -27,24 +27,37 @@ def build_app():  # type: ignore[no-untyped-def]
     """The app with the probe (a uvicorn factory: each worker process builds its own)."""
     from app.config import Settings
     from app.main import create_app
-    from app.twilio.events import Media, Start
+    from app.twilio.events import Start
     from app.twilio.protocol import StreamProtocol
 
     orig = StreamProtocol.receive
+    orig_media = StreamProtocol.receive_media
+    stall_beat = None
+    if os.environ.get("BENCH_STALL_LOG"):  # diagnostic: where the loop is when no frame is parsed
+        import stalls
 
-    def receive(self, text):  # type: ignore[no-untyped-def]
-        ev = orig(self, text)
-        cls = ev.__class__
-        if cls is Media:
+        stalls.install(os.environ["BENCH_STALL_LOG"])
+        stall_beat = stalls.beat
+
+    def receive_media(self, text):  # type: ignore[no-untyped-def]
+        ev = orig_media(self, text)
+        if ev is not None:
             t0 = self.__dict__.get("_bench_t0")
             if t0 is not None:
                 probe.record(t0, ev.timestamp)
-        elif cls is Start:
+                if stall_beat is not None:
+                    stall_beat()
+        return ev
+
+    def receive(self, text):  # type: ignore[no-untyped-def]
+        ev = orig(self, text)
+        if ev.__class__ is Start:
             v = ev.custom_parameters.get("bench_t0")
             self._bench_t0 = float(v) if v else None
         return ev
 
     StreamProtocol.receive = receive
+    StreamProtocol.receive_media = receive_media
     if os.environ.get("BENCH_LAT_DIR"):
         probe.dump_to(os.environ["BENCH_LAT_DIR"])
     app = create_app(Settings.load())
