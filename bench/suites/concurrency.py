@@ -185,8 +185,8 @@ def _attempt(kind: str, n: int, window: float, ramp: float, settle: float, retry
 
 def ceilings(kinds: list[str], args, repeat: int = 1) -> dict:
     """One ceiling search. Step the number of calls for every kind, interleaved (each step count runs
-    for all kinds back to back, so they see the same background load), then refine once between the
-    last pass and the first failure. Diagnostic kinds use shorter windows."""
+    for all kinds back to back, so they see the same background load), then bisect between the
+    last pass and the first failure down to 25 calls. Diagnostic kinds use shorter windows."""
     if args.quick:
         plan, ramp, settle = [20], 1.0, 1.0
         windows = {k: 5.0 for k in kinds}
@@ -207,19 +207,26 @@ def ceilings(kinds: list[str], args, repeat: int = 1) -> dict:
             else:
                 st[k]["first_fail"] = n
     if not args.quick:
-        mids = {}
-        for k in kinds:
-            best, fail = st[k]["best"], st[k]["first_fail"]
-            if fail and fail - best > 25:
-                mid = int(round((best + fail) / 2 / 25) * 25)
-                if best < mid < fail:
-                    mids[k] = mid
-        for k, mid in mids.items():
-            s = _attempt(k, mid, windows[k], ramp, settle, retry=True)
-            s["repeat"] = repeat
-            st[k]["steps"].append(s)
-            if s["pass"]:
-                st[k]["best"] = mid
+        # Bisect between the last pass and the first failure down to 25 calls, every kind interleaved
+        # (at 50 calls a step, a ceiling near 450 reads as 400 or 450: 11 % of the ratio that counts).
+        while True:
+            mids = {}
+            for k in kinds:
+                best, fail = st[k]["best"], st[k]["first_fail"]
+                if fail and fail - best > 25:
+                    mid = int(round((best + fail) / 2 / 25) * 25)
+                    if best < mid < fail:
+                        mids[k] = mid
+            if not mids:
+                break
+            for k, mid in mids.items():
+                s = _attempt(k, mid, windows[k], ramp, settle, retry=True)
+                s["repeat"] = repeat
+                st[k]["steps"].append(s)
+                if s["pass"]:
+                    st[k]["best"] = mid
+                else:
+                    st[k]["first_fail"] = mid
     return {k: {"ceiling": v["best"], "first_fail": v["first_fail"], "steps": v["steps"], "window_s": windows[k],
                 "capped": v["first_fail"] is None} for k, v in st.items()}
 
