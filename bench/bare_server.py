@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ import uvicorn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.serving import uvicorn_options  # noqa: E402
+from app.web.ws_protocol import FRAME_SINK  # noqa: E402
 from fastapi import FastAPI, Request, Response, WebSocket  # noqa: E402
 
 app = FastAPI()
@@ -57,6 +59,12 @@ async def lat(reset: int = 0) -> dict:
     return probe.stats(bool(reset))
 
 
+# BENCH_BARE_SINK=1 (the `bare_sink` diagnostic): media messages are taken through the frame sink of
+# `callscribe serve`'s WebSocket protocol (app/web/ws_protocol.py), as /media-stream takes them, and
+# only parsed, counted and timed: the floor of that transport, to set our recording path beside.
+USE_SINK = os.environ.get("BENCH_BARE_SINK") == "1"
+
+
 @app.websocket("/media-stream")
 async def media_stream(ws: WebSocket) -> None:
     await ws.accept()
@@ -64,9 +72,28 @@ async def media_stream(ws: WebSocket) -> None:
     sid = None
     t0 = None
     counts = {"inbound": 0, "outbound": 0}
+    waiting = False
+
+    def sink(text: str) -> bool:
+        if not waiting:
+            return False
+        ev = json.loads(text)
+        if ev.get("event") != "media":
+            return False
+        m = ev["media"]
+        counts[m["track"]] += 1
+        if t0 is not None:
+            probe.record(t0, int(m["timestamp"]))
+        return True
+
+    set_sink = ws.scope.get("extensions", {}).get(FRAME_SINK) if USE_SINK else None
+    if set_sink is not None:
+        set_sink(sink)
     try:
         while True:
+            waiting = True
             msg = await ws.receive()
+            waiting = False
             if msg["type"] == "websocket.disconnect":
                 return
             ev = json.loads(msg.get("text") or "{}")
@@ -85,6 +112,8 @@ async def media_stream(ws: WebSocket) -> None:
                 break
         await ws.close()
     finally:
+        if set_sink is not None:
+            set_sink(None)
         LIVE["n"] -= 1
 
 

@@ -87,7 +87,7 @@ def main(src: str, dst: str) -> None:
     if C:
         for ci, (k, style) in enumerate((("ours", "o-"), ("bare", "s--"), ("ours_wav", "^:"), ("ours_w2", "v-."),
                                                   ("ours_transcribe", "d:"), ("bare_oldstack", "x--"),
-                                                  ("ours_oldstack", "+:"))):
+                                                  ("ours_oldstack", "+:"), ("bare_sink", "*--"))):
             if not isinstance(C.get(k), dict):
                 continue
             reps = sorted({s.get("repeat", 1) for s in C[k]["steps"]})

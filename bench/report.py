@@ -150,6 +150,7 @@ def build_table(R: dict, quick: bool) -> list[dict]:
                          "target": "", "pass": None})
     for key, label in (("ours_wav", "  diagnostic: ours writing wav (no mp3 encode)"),
                        ("ours_w2", "  diagnostic: serve --workers 2 (same machine, same 2 cores)"),
+                       ("bare_sink", "  diagnostic: bare endpoint through the frame sink (transport floor)"),
                        ("ours_transcribe", "  diagnostic: TRANSCRIBE=true (listen-mode STT)"),
                        ("ours_oldstack", "  diagnostic: ours on the old stack (asyncio, h11, legacy websockets)"),
                        ("bare_oldstack", "  diagnostic: bare on the old stack (asyncio, h11, legacy websockets)")):
@@ -160,9 +161,9 @@ def build_table(R: dict, quick: bool) -> list[dict]:
                          "baseline_name": "bare FastAPI WS endpoint (median)", "ratio": o / b if b else None,
                          "target": "", "pass": None})
             u, ub = (C[key].get("cpu_us_per_msg") or {}).get("median"), (C["bare"].get("cpu_us_per_msg") or {}).get("median")
-            if key.endswith("_oldstack") and u is not None and ub:
+            if (key.endswith("_oldstack") or key == "bare_sink") and u is not None and ub:
                 rows.append({"figure": f"    its CPU per message at {C['cpu_ref_calls']} paced calls", "ours": u,
-                             "unit": " µs", "baseline": ub, "baseline_name": "bare on the new stack (median)",
+                             "unit": " µs", "baseline": ub, "baseline_name": "bare endpoint, plain ASGI (median)",
                              "ratio": u / ub, "target": "", "pass": None})
     W = R.get("wer")
     if W and not W.get("error"):

@@ -64,10 +64,10 @@ def main() -> int:
     ap.add_argument("--assistant-dir", help="read call_*.json from this folder instead of placing calls")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--no-diagnostics", action="store_true",
-                    help="concurrency: skip the diagnostic ceilings (two workers; our server with wav; transcription on; "
-                         "both servers on the old stack)")
+                    help="concurrency: skip the diagnostic ceilings (two workers; the bare endpoint through the frame "
+                         "sink; our server with wav; transcription on; both servers on the old stack)")
     ap.add_argument("--diagnostics", default=None, metavar="KIND[,KIND]",
-                    help="concurrency: only these diagnostic series (ours_w2, ours_wav, ours_transcribe, "
+                    help="concurrency: only these diagnostic series (ours_w2, bare_sink, ours_wav, ours_transcribe, "
                          "bare_oldstack, ours_oldstack)")
     ap.add_argument("--repeats", type=int, default=None, metavar="N",
                     help="repeats of the wall-clock figures (concurrency ceilings, hang-up); "

@@ -58,6 +58,9 @@ def concurrency_step(kind: str, n: int, window: float, ramp: float, settle: floa
         lat_dir.mkdir(parents=True)
         env |= {"BENCH_WORKERS": "2", "BENCH_LAT_DIR": str(lat_dir)}
         kind = kind[: -len("_w2")]
+    if kind == "bare_sink":  # diagnostic: the bare endpoint taking media through the frame sink
+        env["BENCH_BARE_SINK"] = "1"
+        kind = "bare"
     if kind == "ours_transcribe":  # diagnostic: the default listen-mode transcription on (Server turns it off)
         env["TRANSCRIBE"] = "true"
     if kind.endswith("_oldstack"):  # the stack before issue 13: asyncio loop, h11, legacy websockets
@@ -240,10 +243,11 @@ def run(args, R: dict) -> None:
     """`--repeats` whole ceiling searches for ours and bare (interleaved step by step, and the order
     within a step alternates between repeats); the ceilings are reported as median, min and max, beside
     the CPU per message at a fixed step, which background load moves far less. The diagnostic series
-    (wav, nice, transcription on) run in the first repeat only."""
+    (two workers, the bare endpoint through the frame sink, wav, transcription on, the old stack) run
+    in the first repeat only."""
     reps = args.repeats
     main_kinds = ["ours", "bare"]
-    diag = [] if (args.quick or args.no_diagnostics) else ["ours_w2", "ours_wav", "ours_transcribe",
+    diag = [] if (args.quick or args.no_diagnostics) else ["ours_w2", "bare_sink", "ours_wav", "ours_transcribe",
                                                            "bare_oldstack", "ours_oldstack"]
     if args.diagnostics is not None and not args.no_diagnostics:
         diag = [k for k in args.diagnostics.split(",") if k]

@@ -3,6 +3,8 @@ with a frame sink. Real uvicorn servers in this process, real WebSocket clients.
 
 - A sink offered messages keeps their order with the queued ones: it takes a message only while the
   app waits for one and nothing is queued before it.
+- The protocol's own reading of plain text frames (while a sink is set) loses, splits or invents
+  nothing wherever TCP cuts the stream, and leaves every other frame, and bad ones, to websockets.
 - /media-stream records its frames through the sink, and a frame it cannot record ends that call
   (1011 with a reason, the call finalised with what it has) on either protocol, while another call
   on the same server keeps every frame.
@@ -28,16 +30,16 @@ from app.serving import stack
 from app.web.ws_protocol import FRAME_SINK, FrameSinkProtocol
 from tests.security.helpers import Model, RawStream, frame_bytes, read_master
 from tests.support.server import Server
-from tests.support.frames import ws_frame
+from tests.support.frames import ZERO_KEY, ws_frame
 from tests.support.sockets import free_port, ws_connect
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def serve_in_thread(app, ws) -> tuple[uvicorn.Server, threading.Thread, int]:  # type: ignore[no-untyped-def]
+def serve_in_thread(app, ws, **config) -> tuple[uvicorn.Server, threading.Thread, int]:  # type: ignore[no-untyped-def]
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws=ws,
-                                           lifespan="auto"))
+                                           lifespan="auto", **config))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     deadline = time.monotonic() + 10
@@ -51,8 +53,8 @@ def serve_in_thread(app, ws) -> tuple[uvicorn.Server, threading.Thread, int]:  #
 def served():
     running = []
 
-    def start(app, ws=FrameSinkProtocol):  # type: ignore[no-untyped-def]
-        server, t, port = serve_in_thread(app, ws)
+    def start(app, ws=FrameSinkProtocol, **config):  # type: ignore[no-untyped-def]
+        server, t, port = serve_in_thread(app, ws, **config)
         running.append((server, t))
         return port
 
@@ -115,15 +117,102 @@ async def test_a_sink_takes_messages_only_while_the_app_waits_and_their_order_ho
     assert paths["busy"] == paths["q1"] == paths["bytes:0001"] == paths["report"] == "queue"
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_frame(reader: asyncio.StreamReader, skip_pongs: bool = True) -> tuple[int, bytes]:
     """One server frame (unmasked): its opcode and payload."""
-    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 10)
-    n = b1 & 0x7F
-    if n == 126:
-        n = int.from_bytes(await reader.readexactly(2), "big")
-    elif n == 127:
-        n = int.from_bytes(await reader.readexactly(8), "big")
-    return b0 & 0x0F, await reader.readexactly(n)
+    while True:
+        b0, b1 = await asyncio.wait_for(reader.readexactly(2), 10)
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(await reader.readexactly(2), "big")
+        elif n == 127:
+            n = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(n)
+        if not (skip_pongs and b0 & 0x0F == 0xA):
+            return b0 & 0x0F, payload
+
+
+def _stream_of_every_kind(rng: np.random.Generator, count: int) -> tuple[bytes, list[str]]:
+    """Client frames of every kind in one byte stream: text the sink takes ("s…", 1 to 400 bytes:
+    7- and 16-bit lengths) and text it leaves ("q…"), binary, pings, a message in fragments; and the
+    messages the app must see, in order."""
+    out, expected = [], []
+    for i in range(count):
+        kind = rng.choice(["s", "s", "s", "q", "bin", "ping", "frag"])
+        body = f"{i}:" + "x" * int(rng.integers(0, 400))
+        if kind in ("s", "q"):
+            out.append(ws_frame((kind + body).encode()))
+            expected.append(kind + body)
+        elif kind == "bin":
+            out.append(ws_frame(bytes([i % 256, 1]), opcode=0x2))
+            expected.append(f"bytes:{bytes([i % 256, 1]).hex()}")
+        elif kind == "ping":
+            out.append(ws_frame(b"p", opcode=0x9))
+        else:
+            text = ("s" + body).encode()
+            out.append(ws_frame(text[:3], fin=False) + ws_frame(text[3:], opcode=0x0))
+            expected.append(text.decode())
+    return b"".join(out), expected
+
+
+async def test_messages_cut_anywhere_by_tcp_arrive_whole_and_in_order(served):
+    """The protocol reads plain text frames itself while a sink is set, and leaves the rest to
+    websockets: cut the stream at random bytes (mid-header, mid-payload, between frames) and every
+    message still arrives once, whole, in order, by one path or the other."""
+    port = served(_ordering_app)
+    rng = np.random.default_rng(5)
+    stream, expected = _stream_of_every_kind(rng, 400)
+    reader, writer = await ws_connect("127.0.0.1", port, path="/")
+    writer.write(ws_frame(b"report"))
+    await _read_frame(reader)
+    at = 0
+    while at < len(stream):
+        step = int(rng.integers(1, 900))
+        writer.write(stream[at:at + step])
+        await writer.drain()
+        await asyncio.sleep(0.0005)
+        at += step
+    writer.write(ws_frame(b"report"))
+    seen = json.loads((await _read_frame(reader))[1])[1:-1]
+    writer.close()
+    assert [text for _, text in seen] == expected
+    assert sum(path == "sink" for path, _ in seen) > len(expected) // 3
+
+
+async def test_bytes_inside_a_frame_are_never_read_as_a_frame_of_their_own(served):
+    """A binary message whose payload is itself a valid text frame, its header and its payload in
+    separate reads: websockets holds the frame open between them, so the protocol must not read
+    the payload as a new frame (the app would see a text message nobody sent)."""
+    port = served(_ordering_app)
+    reader, writer = await ws_connect("127.0.0.1", port, path="/")
+    writer.write(ws_frame(b"report"))
+    await _read_frame(reader)
+    inner = ws_frame(b"s-inside")
+    outer = ws_frame(inner, opcode=0x2, key=ZERO_KEY)  # an all-zero mask: the payload is the inner frame
+    head = len(outer) - len(inner)
+    for part in (outer[:head], outer[head:], ws_frame(b"report")):
+        writer.write(part)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+    seen = json.loads((await _read_frame(reader))[1])[1:]
+    writer.close()
+    assert seen == [["queue", f"bytes:{inner.hex()}"], ["queue", "report"]]
+
+
+@pytest.mark.parametrize("frame, code", [
+    (bytes([0x81, len(b"s-unmasked")]) + b"s-unmasked", 1002),
+    (bytes([0xC1]) + ws_frame(b"s-rsv1")[1:], 1002),
+    (ws_frame(b"s" + b"x" * 2000), 1009),
+    (ws_frame(b"s\xc3\x28"), 1007),
+], ids=["unmasked", "rsv1", "too-big", "not-utf8"])
+async def test_a_bad_frame_while_a_sink_is_set_gets_websockets_close_code(served, frame, code):
+    port = served(_ordering_app, ws_max_size=1000)
+    reader, writer = await ws_connect("127.0.0.1", port, path="/")
+    writer.write(ws_frame(b"report"))
+    await _read_frame(reader)
+    writer.write(ws_frame(b"s-good") + frame)
+    opcode, payload = await _read_frame(reader)
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == code, (opcode, payload)
+    writer.close()
 
 
 async def test_a_message_arriving_behind_a_queued_one_is_not_taken_by_the_sink(served):
