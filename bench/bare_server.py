@@ -74,16 +74,18 @@ async def media_stream(ws: WebSocket) -> None:
     counts = {"inbound": 0, "outbound": 0}
     waiting = False
 
+    def on_media(m: dict) -> None:
+        counts[m["track"]] += 1
+        if t0 is not None:
+            probe.record(t0, int(m["timestamp"]))
+
     def sink(text: str) -> bool:
         if not waiting:
             return False
         ev = json.loads(text)
         if ev.get("event") != "media":
             return False
-        m = ev["media"]
-        counts[m["track"]] += 1
-        if t0 is not None:
-            probe.record(t0, int(m["timestamp"]))
+        on_media(ev["media"])
         return True
 
     set_sink = ws.scope.get("extensions", {}).get(FRAME_SINK) if USE_SINK else None
@@ -99,10 +101,7 @@ async def media_stream(ws: WebSocket) -> None:
             ev = json.loads(msg.get("text") or "{}")
             kind = ev.get("event")
             if kind == "media":
-                m = ev["media"]
-                counts[m["track"]] += 1
-                if t0 is not None:
-                    probe.record(t0, int(m["timestamp"]))
+                on_media(ev["media"])
             elif kind == "start":
                 sid = ev["start"]["callSid"]
                 v = ev["start"].get("customParameters", {}).get("bench_t0")

@@ -117,9 +117,7 @@ class _StreamShell:
         self._send_dead = False
         self.greet_pending = False
         self._timer: asyncio.TimerHandle | None = None
-        # The protocol's frame sink (app/web/ws_protocol.py), when the server has one: media frames
-        # are then recorded in the protocol's callback while the loop waits, with no queue hop.
-        self._set_sink = ws.scope.get("extensions", {}).get(FRAME_SINK)
+        self._set_sink = ws.scope.get("extensions", {}).get(FRAME_SINK)  # app/web/ws_protocol.py, if served so
         self._waiting = False
         self._limit = services.settings.max_ws_message_bytes
 
@@ -197,7 +195,7 @@ class _StreamShell:
                     log.info("stream %s: the close handshake did not complete", self.call.sid if self.call else "-")
 
     async def _run(self) -> None:
-        limit = self.services.settings.max_ws_message_bytes
+        limit = self._limit
         receive = self._receive
         receive_event = self.proto.receive
         while True:
@@ -277,9 +275,8 @@ class _StreamShell:
         event = self.proto.receive_media(text)
         if event is None:
             return False
-        if self._record(call, event) and call.end_reason is EndReason.LONGEST_CALL:
-            self.reason = call.end_reason
-            self.start_close(close_codes.NORMAL, "call reached MAX_CALL_SECONDS")
+        if self._record(call, event):
+            self._close_at_longest_call(call)
         return True
 
     def _record(self, call: CallSession, event: Media) -> bool:
@@ -329,11 +326,14 @@ class _StreamShell:
         if self.greet_pending:
             self.greet_pending = False
             await self.greet()
+        return not self._close_at_longest_call(call)
+
+    def _close_at_longest_call(self, call: CallSession) -> bool:
+        """Close the stream once the call reached MAX_CALL_SECONDS (its clock); True when it did."""
         if call.end_reason is EndReason.LONGEST_CALL:
             self.reason = call.end_reason
-            await self.close(close_codes.NORMAL, "call reached MAX_CALL_SECONDS")
-            return False
-        return True
+            self.start_close(close_codes.NORMAL, "call reached MAX_CALL_SECONDS")
+        return call.end_reason is EndReason.LONGEST_CALL
 
     async def on_start(self, ev: Start) -> bool:
         s = self.services

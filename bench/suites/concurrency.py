@@ -197,18 +197,19 @@ def ceilings(kinds: list[str], args, repeat: int = 1) -> dict:
         plan, ramp, settle = [50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1200, 1600], 2.0, 1.0
         windows = {k: (20.0 if k in ("ours", "bare") else 10.0) for k in kinds}
     st = {k: {"best": 0, "first_fail": None, "steps": []} for k in kinds}
+
+    def step(k: str, n: int, retry: bool) -> None:
+        s = _attempt(k, n, windows[k], ramp, settle, retry=retry)
+        s["repeat"] = repeat
+        st[k]["steps"].append(s)
+        st[k]["best" if s["pass"] else "first_fail"] = n
+
     for n in plan:
         active = [k for k in kinds if st[k]["first_fail"] is None]
         if not active:
             break
         for k in active:
-            s = _attempt(k, n, windows[k], ramp, settle, retry=not args.quick)
-            s["repeat"] = repeat
-            st[k]["steps"].append(s)
-            if s["pass"]:
-                st[k]["best"] = n
-            else:
-                st[k]["first_fail"] = n
+            step(k, n, retry=not args.quick)
     if not args.quick:
         # Bisect between the last pass and the first failure down to 25 calls, every kind interleaved
         # (at 50 calls a step, a ceiling near 450 reads as 400 or 450: 11 % of the ratio that counts).
@@ -223,13 +224,7 @@ def ceilings(kinds: list[str], args, repeat: int = 1) -> dict:
             if not mids:
                 break
             for k, mid in mids.items():
-                s = _attempt(k, mid, windows[k], ramp, settle, retry=True)
-                s["repeat"] = repeat
-                st[k]["steps"].append(s)
-                if s["pass"]:
-                    st[k]["best"] = mid
-                else:
-                    st[k]["first_fail"] = mid
+                step(k, mid, retry=True)
     return {k: {"ceiling": v["best"], "first_fail": v["first_fail"], "steps": v["steps"], "window_s": windows[k],
                 "capped": v["first_fail"] is None} for k, v in st.items()}
 

@@ -232,38 +232,35 @@ async def test_a_message_arriving_behind_a_queued_one_is_not_taken_by_the_sink(s
     writer.close()
 
 
-async def test_a_sink_that_raises_leaves_the_message_to_the_queue(served):
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-        await receive()
-        await send({"type": "websocket.accept"})
-
-        def sink(text: str) -> bool:
-            raise RuntimeError("a sink bug")
-
-        scope["extensions"][FRAME_SINK](sink)
-        while (msg := await receive())["type"] != "websocket.disconnect":
-            await send({"type": "websocket.send", "text": "queued:" + msg["text"]})
-
-    port = served(app)
-    async with connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
-        for i in range(5):
-            await ws.send(f"s{i}")
-        assert [await ws.recv() for _ in range(5)] == [f"queued:s{i}" for i in range(5)]
-
-
-async def test_without_a_sink_the_protocol_is_plain_asgi(served):
+def _echo_app(sink=None):  # type: ignore[no-untyped-def]
+    """Echoes each message it receives through ASGI as "echo:<text>", after setting ``sink`` if given."""
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         assert FRAME_SINK in scope["extensions"]
         await receive()
         await send({"type": "websocket.accept"})
+        if sink is not None:
+            scope["extensions"][FRAME_SINK](sink)
         while (msg := await receive())["type"] != "websocket.disconnect":
             await send({"type": "websocket.send", "text": "echo:" + msg["text"]})
+    return app
 
-    port = served(app)
+
+async def _echoed(port: int, count: int) -> list[str]:
     async with connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
-        for i in range(20):
+        for i in range(count):
             await ws.send(f"s{i}")
-        assert [await ws.recv() for _ in range(20)] == [f"echo:s{i}" for i in range(20)]
+        return [await ws.recv() for _ in range(count)]
+
+
+async def test_a_sink_that_raises_leaves_the_message_to_the_queue(served):
+    def sink(text: str) -> bool:
+        raise RuntimeError("a sink bug")
+
+    assert await _echoed(served(_echo_app(sink)), 5) == [f"echo:s{i}" for i in range(5)]
+
+
+async def test_without_a_sink_the_protocol_is_plain_asgi(served):
+    assert await _echoed(served(_echo_app()), 20) == [f"echo:s{i}" for i in range(20)]
 
 
 class _InProcess(SimpleNamespace):
