@@ -10,6 +10,7 @@ assistant talks to. Where audio sits is an integer sample index at the call's ra
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from app import close_codes
+from app.audio.chime import chime
 from app.call.end import EndReason
 from app.call.export_schedule import ExportSchedule
 from app.call.transport import CallInfo, CallParticipant, CallTransport
@@ -33,6 +35,16 @@ from app.storage.store import CallStore
 __all__ = ["CallSession", "CallLimits"]
 
 log = logging.getLogger("callscribe.call")
+
+async def catch_up() -> None:
+    """Let the event loop read what the caller's socket already holds before the line's clock is
+    read: frames that reached us while this process was busy (a loaded machine, a call's start-up)
+    move the clock first, so audio sent now is placed after them, where the line plays it. Two
+    passes: asyncio polls its sockets after the callbacks already due (this task's among them),
+    uvloop before them."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
 
 EXTRAPOLATE_S = 0.02  # the clock between two chunks runs on the wall clock for at most one frame
 PROGRESS_S = 0.1  # call time between two reports of the settled sample to the export schedule (and chunk events)
@@ -210,9 +222,20 @@ class CallSession:
         it plays (None: not sent, the call is over or nobody is answering)."""
         if self.ended or self.mode != "assistant":
             return None
+        if not self.recorder.clock.follows_wall:
+            await catch_up()
+            if self.ended:
+                return None
         span = self.recorder.play(self.transport.as_heard(pcm), self.playback_slot())
         await self.transport.send_audio(pcm, span[0])
         return span
+
+    async def play_chime(self) -> None:
+        """The greeting tone (GREETING=tone): played, marked "greeting", and in the transcript."""
+        span = await self.play(chime(self.rate))
+        await self.mark("greeting")
+        if span is not None:
+            self.add_turn("assistant", "(greeting chime)", *span)
 
     async def mark(self, name: str) -> None:
         if self.ended or self.mode != "assistant":

@@ -26,7 +26,6 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from app import close_codes
 from app.agent.transcriber import TranscriberIO
 from app.audio import mulaw
-from app.audio.chime import chime
 from app.call.end import EndReason
 from app.call.registry import CallRefused
 from app.call.session import CallLimits, CallSession
@@ -116,6 +115,7 @@ class _StreamShell:
         self._closing: asyncio.Future[None] | None = None
         self._send_dead = False
         self.greet_pending = False
+        self._greeting: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._set_sink = ws.scope.get("extensions", {}).get(FRAME_SINK)  # app/web/ws_protocol.py, if served so
         self._waiting = False
@@ -188,6 +188,9 @@ class _StreamShell:
                 self._set_sink(None)
             if self._timer is not None:
                 self._timer.cancel()
+            if self._greeting is not None:  # the chime: a few loop passes; its turn goes in before the call ends
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self._greeting), 5)
             if self._closing is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(self._closing), 15)
@@ -323,9 +326,12 @@ class _StreamShell:
 
     async def _after_media(self, call: CallSession) -> bool:
         """What the first frame (the greeting) or the call's limit asks for after a frame; False ends the loop."""
-        if self.greet_pending:
-            self.greet_pending = False
-            await self.greet()
+        if self.greet_pending:  # spoken out of this loop, which goes on reading the frames that came in
+            self.greet_pending = False  # meanwhile: the greeting is placed after them (CallSession.play)
+            if call.agent is not None:
+                self.services.registry.spawn(call.agent.start())
+            else:
+                self._greeting = self.services.registry.spawn(call.play_chime())
         return not self._close_at_longest_call(call)
 
     def _close_at_longest_call(self, call: CallSession) -> bool:
@@ -386,14 +392,3 @@ class _StreamShell:
             call.transcriber = s.agent_factory.transcriber(io, tracks)
             s.registry.spawn(call.transcriber.start())
         return True
-
-    async def greet(self) -> None:
-        call = self.call
-        assert call is not None
-        if call.agent is not None:
-            self.services.registry.spawn(call.agent.start())
-            return
-        span = await call.play(chime(RATE))
-        await call.mark("greeting")
-        if span is not None:
-            call.add_turn("assistant", "(greeting chime)", *span)

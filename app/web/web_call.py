@@ -25,7 +25,6 @@ from fastapi import APIRouter, WebSocket
 
 from app import close_codes
 from app.agent.transcriber import TranscriberIO
-from app.audio.chime import chime
 from app.call.end import EndReason
 from app.call.registry import CallRefused
 from app.call.session import CallLimits, CallSession
@@ -246,10 +245,7 @@ class _WebCallShell(WebCallSocket):
             call.transcriber = s.agent_factory.transcriber(io, ("inbound",))
             s.registry.spawn(call.transcriber.start())
         if greeting == "tone":
-            span = await call.play(chime(micdrop.RATE))
-            await call.mark("greeting")
-            if span is not None:
-                call.add_turn("assistant", "(greeting chime)", *span)
+            await call.play_chime()
         else:
             call.no_reply()
 

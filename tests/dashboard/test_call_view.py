@@ -56,11 +56,15 @@ def new_sid() -> str:
     return "CA" + secrets.token_hex(16)
 
 
-def fast_call(server, **kw) -> tuple[str, dict]:
-    """A call at full speed (no pacing), finalised: its sid and JSON."""
-    cfg = SimConfig(server.base, CALLER, call_sid=new_sid(), speed=0, dtmf=[(2.0, "4")], **kw)
+def fast_call(server, **kw) -> tuple[str, dict, int]:
+    """A call at full speed (no pacing), finalised: its sid, its JSON, and where the caller started
+    speaking (samples). The caller waits for the greeting to end: sent unpaced from the first frame,
+    the whole call would reach the server before the greeting went out, and the line would play it
+    over the caller (or after the hang-up)."""
+    cfg = SimConfig(server.base, CALLER, call_sid=new_sid(), speed=0, speak_at_s=None, quiet_s=0.3,
+                    dtmf=[(2.0, "4")], **kw)
     result = Background(cfg).join()
-    return result.call_sid, server.result(result.call_sid)
+    return result.call_sid, server.result(result.call_sid), result.speech_start_ms * RATE // 1000
 
 
 class Background:
@@ -232,7 +236,7 @@ def test_live_events_arrive_in_order_while_the_call_runs_and_end_at_finalisation
 
 
 def test_live_events_replay_a_finished_call_resume_from_last_event_id_and_refuse_bad_ids(server):
-    sid, out = fast_call(server)
+    sid, out, _ = fast_call(server)
     t0 = time.monotonic()
     with httpx.stream("GET", f"{server.base}/calls/{sid}/live", timeout=10) as r:
         events = list(sse(r))
@@ -260,7 +264,7 @@ def test_live_events_replay_a_finished_call_resume_from_last_event_id_and_refuse
 
 def test_the_key_guards_the_stream_and_the_page_which_logs_in_once(keyed_server, browser):
     server = keyed_server
-    sid, out = fast_call(server)
+    sid, out, _ = fast_call(server)
     r = httpx.get(f"{server.base}/calls/{sid}/live")
     assert r.status_code == 401 and "API key" in r.json()["error"]
     assert httpx.get(f"{server.base}/calls/{sid}/live", headers={"X-API-Key": "wrong"}).status_code == 401
@@ -292,7 +296,8 @@ def test_the_key_guards_the_stream_and_the_page_which_logs_in_once(keyed_server,
 
 # ---------------------------------------------------------------------------------- a recorded call
 def test_a_recorded_call_plays_and_its_transcript_and_picture_seek_and_follow(server, browser, tmp_path):
-    sid, out = fast_call(server)
+    sid, out, spoke_at = fast_call(server)
+    tones = [(a + spoke_at - FIRST_TS_MS * 8, b + spoke_at - FIRST_TS_MS * 8) for a, b in CALLER_TONES]
     page = Page(browser, server.base, f"/calls/{sid}/view")
     try:
         p = page.page
@@ -348,9 +353,9 @@ def test_a_recorded_call_plays_and_its_transcript_and_picture_seek_and_follow(se
         for t in out["turns"]:
             lane = {"caller": "caller", "assistant": "assistant"}[t["role"]]
             assert any(overlaps((t["start_sample"], t["end_sample"]), s) for s in by_lane[lane]), (t, by_lane)
-        for a, b in CALLER_TONES:
+        for a, b in tones:
             assert any(overlaps((a, b), s) for s in by_lane["caller"]), by_lane
-        assert not any(overlaps(CALLER_TONES[0], s) for s in by_lane["assistant"])
+        assert not any(overlaps(tones[0], s) for s in by_lane["assistant"])
         assert [m for m in root["markers"] if m["kind"] == "dtmf"] == [
             {"kind": "dtmf", "at": round(out["dtmf"][0]["at_ms"] * RATE / 1000)}]
 
@@ -399,7 +404,7 @@ def test_a_recorded_call_plays_and_its_transcript_and_picture_seek_and_follow(se
 
 
 def test_at_phone_width_a_call_is_deleted_after_confirming_and_the_page_returns_to_the_list(server, browser):
-    sid, _ = fast_call(server)
+    sid, _, _ = fast_call(server)
     page = Page(browser, server.base, f"/calls/{sid}/view", width=390)  # a phone's width
     try:
         p = page.page

@@ -18,7 +18,10 @@ import websockets
 
 from app.audio import mulaw
 from app.simulator import SimConfig, run_call
+from tests.support.frames import (CONNECTED, FRAME_BYTES, media_msg, new_sid, start_msg, stop_msg, token_from,
+                                  voice_form, ws_frame)
 from tests.support.signals import find_markers, marker_signal
+from tests.support.sockets import LOCALHOST, ws_connect
 
 pytestmark = pytest.mark.e2e
 FIRST_TS = 120  # ms: where the simulator's first frame sits on the stream clock, as Twilio's does
@@ -84,6 +87,30 @@ async def test_assistant_track_is_what_the_caller_heard_stereo(make_server):
     assert abs(int(heard_on[0]) - int(rec_on[0])) <= 160, (heard_on[0], rec_on[0])
     assert abs(int(heard_on[-1]) - int(rec_on[-1])) <= 160
     assert np.abs(right[int(rec_on[-1]) + 200:]).max() == 0  # nothing after the chime on the assistant side
+
+
+async def test_a_server_behind_its_socket_places_the_greeting_after_the_frames_already_sent(make_server):
+    """Twilio plays our audio after every frame it sent before that audio reached it. A server that
+    reads the start and the first three frames in one go (busy with something else, or on a loaded
+    machine: seen in CI) greets after the first, but frames two and three were already at its door,
+    so the line plays the chime after them: the recording must place it there, not one frame in."""
+    server = make_server(RECORDING_CHANNELS=2, DEFAULT_AUDIO_FORMAT="wav")
+    sid, stream = new_sid(), new_sid("MZ")
+    token = token_from(httpx.post(f"{server.base}/voice", data=voice_form(sid)).text)
+    silence = bytes([0xFF]) * FRAME_BYTES
+    frames = [media_msg(stream, 2 + k, FIRST_TS + 20 * k, silence) for k in range(100)]
+    reader, writer = await ws_connect(LOCALHOST, server.port)
+    writer.write(b"".join(ws_frame(m.encode()) for m in [CONNECTED, start_msg(1, stream, sid, {"token": token})] + frames[:3]))
+    await writer.drain()  # one write: the server reads all five messages at once
+    await asyncio.sleep(0.5)
+    writer.write(b"".join(ws_frame(m.encode()) for m in frames[3:] + [stop_msg(102, stream, sid)]))
+    await writer.drain()
+    out = server.result(sid)
+    writer.close()
+    x, _ = decode(server.responses / out["files"]["conversation"])
+    on = np.flatnonzero(np.abs(x[:, 1].astype(np.int32)) > 500)
+    after_third = (FIRST_TS + 3 * 20) * 8
+    assert len(on) and after_third <= on[0] < after_third + 160, on[:1]
 
 
 async def test_listen_mode_records_both_voices_on_their_own_timestamps(make_server):
