@@ -25,6 +25,7 @@ No framework imports: this module is used by the registry and run as the worker'
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -36,9 +37,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from app.recording.encoder_worker import SLICE_S, recv_msg, send_msg
+from app.recording.encoder_worker import FINISHING, READY_RID, SLICE_S, recv_msg, send_msg
 
-__all__ = ["EncoderPool", "PooledExporter", "WorkerLost", "default_processes", "SLICE_S"]
+__all__ = ["EncoderPool", "PooledExporter", "WorkerLost", "default_processes", "may_leave_idle", "SLICE_S"]
 
 log = logging.getLogger("callscribe.encoder")
 
@@ -56,20 +57,53 @@ def default_processes() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+CAP_SYS_NICE = 23  # linux/capability.h
+
+
+def may_leave_idle(nice: int) -> bool:
+    """Whether this process may move a thread of its user from SCHED_IDLE back to SCHED_OTHER at
+    ``nice`` (the kernel's ``can_nice``: CAP_SYS_NICE, or RLIMIT_NICE ≥ 20 − nice)."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    try:
+        import resource
+
+        if resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20 - nice:
+            return True
+        with open("/proc/self/status") as fh:
+            caps = next((line.split()[1] for line in fh if line.startswith("CapEff:")), "0")
+        return bool(int(caps, 16) >> CAP_SYS_NICE & 1)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 # =========================================================================================== the server side
 class _Worker:
-    """One encoder process, its pipe and the thread that reads its answers."""
+    """One encoder process, its pipe and the thread that reads its answers.
+
+    Priority (with ``idle``): the worker's encoding thread runs under SCHED_IDLE while it only
+    advances live calls (only on a core nothing else wants: the serving loop is never preempted by
+    it) and under SCHED_OTHER at the worker's nice while a finish (a hang-up waiting for its files)
+    is queued in it. This process sets it, from outside, when it sends a finish and when the last
+    answer comes: a thread inside the worker could not, on a machine with no free core, as an idle
+    thread holding the worker's GIL starves every other thread of the worker (measured: a hang-up's
+    files not ready after 30 s beside three busy processes on two cores). Leaving SCHED_IDLE needs
+    CAP_SYS_NICE or an RLIMIT_NICE that allows ``nice``; without either the worker stays at ``nice``."""
 
     def __init__(self, index: int, nice: int, idle: bool = False) -> None:
         self.index = index
         self.calls: dict[str, int] = {}  # the calls pinned here: their open exporters
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[Future, Any]] = {}
+        self._pending: dict[int, tuple[Future, Any, bool]] = {}  # rid → (future, on_reply, a finish?)
         self._lock = threading.Lock()
         self.alive = True
+        self._idle_allowed = idle and may_leave_idle(nice)
+        self._ready = False  # its reader thread runs: the encoding thread's policy is ours to set
+        self._finishing = 0  # finish/export commands sent and not answered
+        self._idle = False  # the policy set last
         env = dict(os.environ)
         env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = [sys.executable, "-m", "app.recording.encoder_worker", str(nice)] + (["idle"] if idle else [])
+        argv = [sys.executable, "-m", "app.recording.encoder_worker", str(nice)]
         self.proc = subprocess.Popen(argv,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
                                      cwd=_ROOT)
@@ -85,11 +119,16 @@ class _Worker:
                 fut.set_exception(WorkerLost(f"encoder process {self.pid} is gone"))
                 return fut
             rid = next(self._ids)
-            self._pending[rid] = (fut, on_reply)
+            finishing = op in FINISHING
+            self._pending[rid] = (fut, on_reply, finishing)
+            if finishing:
+                self._finishing += 1
+                self._set_policy()  # before it is sent: the worker must run to read it
             try:
                 send_msg(self.proc.stdin, (rid, call, op, key, args))
             except (OSError, ValueError):  # the pipe is closed: the process died
                 self._pending.pop(rid, None)
+                self._finishing -= finishing
                 fut.set_exception(WorkerLost(f"encoder process {self.pid} is gone"))
         return fut
 
@@ -104,7 +143,14 @@ class _Worker:
                 break
             rid, ok, value = msg
             with self._lock:
-                fut, on_reply = self._pending.pop(rid, (None, None))
+                if rid == READY_RID:
+                    self._ready = True
+                    self._set_policy()
+                    continue
+                fut, on_reply, finishing = self._pending.pop(rid, (None, None, False))
+                if finishing:
+                    self._finishing -= 1
+                    self._set_policy()
             if fut is None:
                 continue
             if ok and on_reply is not None:
@@ -114,6 +160,21 @@ class _Worker:
                     log.exception("encoder reply handler failed")
             _resolve(fut, ok, value)
         self._lost()
+
+    def _set_policy(self) -> None:
+        """The encoding thread's policy for the commands now queued (holding ``_lock``): one system
+        call per change. The worker's main thread is that thread: its id is the process id."""
+        idle = self._ready and self._idle_allowed and not self._finishing
+        if idle == self._idle:
+            return
+        try:
+            os.sched_setscheduler(self.pid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
+        except OSError as exc:  # refused after all, or gone: no more changes (idle, it still runs on a free core)
+            self._idle_allowed = False
+            if exc.errno != errno.ESRCH:
+                log.warning("encoder process %s: cannot change its scheduling (%s)", self.pid, exc.strerror)
+        else:
+            self._idle = idle
 
     def _lost(self) -> None:
         with self._lock:
@@ -127,7 +188,7 @@ class _Worker:
         if was_alive:
             log.error("encoder process %s exited (code %s); the calls it held are encoded again from their masters",
                       self.pid, code)
-        for fut, _ in pending.values():
+        for fut, _, _ in pending.values():
             _resolve(fut, False, WorkerLost(f"encoder process {self.pid} exited (code {code})"))
 
     def close(self, timeout: float) -> None:

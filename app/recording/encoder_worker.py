@@ -1,16 +1,15 @@
 """An encoder worker process: the other end of app.recording.encoder_pool's pipes.
 
-Run as ``python -m app.recording.encoder_worker <nice> [idle]`` (a fresh interpreter, never a fork of
+Run as ``python -m app.recording.encoder_worker <nice>`` (a fresh interpreter, never a fork of
 the threaded server). It reads length-prefixed pickles ``(rid, call, op, key, args)`` on stdin, holds
 the ``ConversationExporter`` of each call pinned to it, serves the calls round-robin in slices of
 ``SLICE_S`` seconds of audio (one call's long catch-up never holds another's hang-up back; one
 call's commands run in the order sent), answers ``(rid, ok, value)`` on stdout, and exits when
 its stdin closes (the server ended or died). The framing of both ends is here.
 
-Priority (``_Priority``): at ``nice``; with ``idle``, live calls' encoding runs under SCHED_IDLE
-(only on a core nothing else wants: the serving loop is never preempted by it) and the worker
-returns to SCHED_OTHER at ``nice`` while a hang-up's finish waits in it. Leaving SCHED_IDLE needs
-CAP_SYS_NICE or an RLIMIT_NICE that allows ``nice``; without either the worker stays at ``nice``.
+Priority: the worker runs at ``nice``; the server sets its encoding (main) thread's scheduling
+policy from outside (``encoder_pool._Worker``), once the worker's first answer (``READY_RID``)
+says its reader thread exists, so that thread keeps ``nice`` and is never idle.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SLICE_S", "send_msg", "recv_msg", "worker_main"]
+__all__ = ["FINISHING", "READY_RID", "SLICE_S", "send_msg", "recv_msg", "worker_main"]
 
 SLICE_S = 10  # seconds of call audio a worker encodes for one call before serving the next
 _HEADER = struct.Struct("<I")
@@ -88,73 +87,16 @@ def _finished(ex) -> dict[str, Any]:
     return {"path": str(ex.out_path), "done": ex.done, "talk": ex.talk, "settings_note": ex.settings_note}
 
 
-CAP_SYS_NICE = 23  # linux/capability.h
-_FINISHING = ("finish", "export")  # the commands a hang-up's files wait for
+FINISHING = ("finish", "export")  # the commands a hang-up's files wait for: the server lifts the priority for them
+READY_RID = 0  # the worker's first answer, unasked: its reader thread runs (see encoder_pool._Worker)
 
 
-def may_leave_idle(nice: int) -> bool:
-    """Whether this process could return from SCHED_IDLE to SCHED_OTHER at ``nice`` (the kernel's
-    ``can_nice``: CAP_SYS_NICE, or RLIMIT_NICE ≥ 20 − nice)."""
-    if not hasattr(os, "SCHED_IDLE"):
-        return False
-    try:
-        import resource
-
-        if resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20 - nice:
-            return True
-        with open("/proc/self/status") as fh:
-            caps = next((line.split()[1] for line in fh if line.startswith("CapEff:")), "0")
-        return bool(int(caps, 16) >> CAP_SYS_NICE & 1)
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-class _Priority:
-    """The encoding thread's scheduling: SCHED_IDLE while it only advances live calls, SCHED_OTHER at
-    the worker's nice while a finish (a hang-up waiting for its files) is queued. The reader thread,
-    never idle, lifts it the moment a finish arrives (``finish_queued``): an idle thread on a busy
-    machine would not get the CPU to lift itself, even mid-slice. One system call per change."""
-
-    def __init__(self, idle: bool, nice: int) -> None:
-        self.idle_allowed = idle and may_leave_idle(nice)
-        self._tid = threading.get_native_id()  # the encoding thread (this object is made on it)
-        self._lock = threading.Lock()
-        self.finishes = 0  # finish/export commands queued or in progress
-        self._idle = False
-        self._refused = False
-
-    def finish_queued(self) -> None:
-        with self._lock:
-            self.finishes += 1
-            self._set(False)
-
-    def finish_done(self) -> None:
-        with self._lock:
-            self.finishes -= 1
-
-    def update(self) -> None:
-        """On the encoding thread, before each job: idle again once no finish waits."""
-        with self._lock:
-            self._set(self.idle_allowed and self.finishes == 0)
-
-    def _set(self, idle: bool) -> None:
-        if idle == self._idle or self._refused:
-            return
-        try:
-            os.sched_setscheduler(self._tid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
-        except OSError:  # refused after all: no more changes (idle, it still runs on a free core)
-            self._refused = True
-        else:
-            self._idle = idle
-
-
-def worker_main(nice: int = 5, idle: bool = False) -> None:  # pragma: no cover - runs in the worker process
+def worker_main(nice: int = 5) -> None:  # pragma: no cover - runs in the worker process
     if nice:
         try:
             os.nice(nice)
         except OSError:
             pass
-    priority = _Priority(idle, nice)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print() must not corrupt the answers
     stdin = os.fdopen(os.dup(0), "rb")
@@ -166,13 +108,12 @@ def worker_main(nice: int = 5, idle: bool = False) -> None:  # pragma: no cover 
                 msg = recv_msg(stdin)
             except Exception:
                 msg = None
-            if isinstance(msg, tuple) and len(msg) == 5 and msg[2] in _FINISHING:
-                priority.finish_queued()
             inbox.put(msg)
             if msg is None:
                 return
 
     threading.Thread(target=read, daemon=True).start()
+    send_msg(out, (READY_RID, True, None))  # the server may now set this (the encoding) thread's policy alone
     exporters: dict[int, Any] = {}
     work: OrderedDict[str, deque[_Job]] = OrderedDict()  # call → its commands, in order; served round-robin
 
@@ -196,7 +137,6 @@ def worker_main(nice: int = 5, idle: bool = False) -> None:  # pragma: no cover 
                 take(inbox.get_nowait())
             except queue.Empty:
                 break
-        priority.update()
         call, jobs = next(iter(work.items()))
         job = jobs[0]
         finished = True
@@ -237,8 +177,6 @@ def worker_main(nice: int = 5, idle: bool = False) -> None:  # pragma: no cover 
             ok, value, finished = False, exc, True
         if finished:
             jobs.popleft()
-            if job.op in _FINISHING:
-                priority.finish_done()
             reply(job.rid, ok, value)
         work.move_to_end(call)  # round-robin: the next call's turn
         if not jobs:
@@ -246,4 +184,4 @@ def worker_main(nice: int = 5, idle: bool = False) -> None:  # pragma: no cover 
 
 
 if __name__ == "__main__":  # pragma: no cover
-    worker_main(int(sys.argv[1]) if len(sys.argv) > 1 else 5, idle=sys.argv[2:3] == ["idle"])
+    worker_main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)

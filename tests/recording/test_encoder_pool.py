@@ -6,6 +6,7 @@ file, and no worker outlives the pool or the server that started it."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import subprocess
@@ -18,8 +19,7 @@ import pytest
 import soundfile as sf
 
 from app.audio.formats import FORMATS
-from app.recording.encoder_pool import SLICE_S, EncoderPool, WorkerLost
-from app.recording.encoder_worker import may_leave_idle
+from app.recording.encoder_pool import SLICE_S, EncoderPool, WorkerLost, may_leave_idle
 from app.recording.export import ConversationExporter
 from app.recording.track import MasterTrack
 
@@ -117,17 +117,25 @@ def test_a_killed_worker_still_leaves_the_whole_call_in_its_file(tmp_path, pool)
     assert not (tmp_path / "c.wav.partial").exists()
 
 
-@pytest.mark.skipif(not may_leave_idle(0), reason="needs root, CAP_SYS_NICE or RLIMIT_NICE to leave SCHED_IDLE")
+needs_idle = pytest.mark.skipif(not may_leave_idle(0), reason="needs root, CAP_SYS_NICE or RLIMIT_NICE to leave SCHED_IDLE")
+
+
+@needs_idle
 def test_live_encoding_runs_at_idle_priority_and_a_hang_ups_finish_does_not(tmp_path, pool):
     """A live call's encoding never preempts the serving loop (SCHED_IDLE runs only on a core nothing
     else wants); the hang-up's finish, which a caller's files wait for, runs at the worker's nice."""
-    m, n = masters(tmp_path, 20)
-    ex = pool.exporter("CA7", m, tmp_path / "c.wav", FORMATS["wav"])
-    ex.advance(n // 2)
+    m, n = masters(tmp_path, 60)
+    ex = pool.exporter("CA7", m, tmp_path / "c.mp3", FORMATS["mp3"])
+    ex.advance(n // 6)
     assert os.sched_getscheduler(ex.worker_pid) == os.SCHED_IDLE
-    out = ex.finish(n)
-    assert os.sched_getscheduler(ex.worker_pid) == os.SCHED_OTHER
-    assert len(sf.read(str(out), dtype="int16")[0]) == n
+    fut = ex._worker.request("CA7", "finish", ex.key, (n,))  # as PooledExporter.finish sends it
+    during = os.sched_getscheduler(ex.worker_pid)
+    fut.result(60)
+    ex.closed = True
+    pool.release("CA7", ex._worker)
+    assert during == os.SCHED_OTHER  # lifted as it was sent, before the worker could read it
+    assert os.sched_getscheduler(ex.worker_pid) == os.SCHED_IDLE  # and idle again after
+    assert len(sf.read(str(tmp_path / "c.mp3"), dtype="int16")[0]) >= n
     plain = EncoderPool(1, nice=0, idle=False)
     try:
         ex2 = plain.exporter("CA8", m, tmp_path / "d.wav", FORMATS["wav"])
@@ -136,6 +144,34 @@ def test_live_encoding_runs_at_idle_priority_and_a_hang_ups_finish_does_not(tmp_
         ex2.finish(n)
     finally:
         plain.close()
+
+
+@needs_idle
+def test_a_hang_up_lifts_the_worker_without_its_help(tmp_path, pool):
+    """The lift for a finish must not need the worker to run: on a machine with no free core an
+    idle encoding thread preempted while it holds the worker's GIL gets almost no CPU, and any
+    thread of the worker waits behind it (seen: a hang-up's files not ready after 30 s beside
+    three busy processes on two cores, the worker's reader stuck on its GIL). A stopped worker is
+    that, for certain: it is lifted all the same, and finishes once it runs."""
+    m, n = masters(tmp_path, 20)
+    ex = pool.exporter("CA9", m, tmp_path / "c.wav", FORMATS["wav"])
+    ex.advance(n // 2)
+    pid = ex.worker_pid
+    assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as tp:
+            done = tp.submit(ex.finish, n)
+            deadline = time.monotonic() + 10
+            while os.sched_getscheduler(pid) != os.SCHED_OTHER and time.monotonic() < deadline:
+                time.sleep(0.01)
+            lifted = os.sched_getscheduler(pid)
+            os.kill(pid, signal.SIGCONT)
+            out = done.result(60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert lifted == os.SCHED_OTHER
+    assert len(sf.read(str(out), dtype="int16")[0]) == n
 
 
 def test_a_bad_open_fails_the_call_not_the_worker(tmp_path, pool):
