@@ -41,7 +41,10 @@ async def catch_up() -> None:
     read: frames that reached us while this process was busy (a loaded machine, a call's start-up)
     move the clock first, so audio sent now is placed after them, where the line plays it. Two
     passes: asyncio polls its sockets after the callbacks already due (this task's among them),
-    uvloop before them."""
+    uvloop before them; the frames read are recorded in the protocol's callback (the frame sink)
+    or, queued, by the stream's loop, which runs before this task's next step. (A WebSocket
+    implementation that parses in a task of its own, uvicorn's legacy `websockets`, would need one
+    more pass; ours is named in app/serving.py.)"""
     await asyncio.sleep(0)
     await asyncio.sleep(0)
 
@@ -110,6 +113,11 @@ class CallSession:
 
     def participants(self) -> list[CallParticipant]:
         return [p for p in (self.agent, self.transcriber) if p is not None]
+
+    def line_closed(self) -> None:
+        """The transport read the end of the line (the caller hung up, the socket closed): nothing
+        more is sent, and the clock is the stream's last moment. ``stop_background`` follows."""
+        self.ended = True
 
     async def stop_background(self) -> tuple[ConversationExporter | None, int]:
         """Called once at the end: cut at hang-up, stop the assistant and the export; close the masters.
@@ -223,7 +231,7 @@ class CallSession:
         if self.ended or self.mode != "assistant":
             return None
         if not self.recorder.clock.follows_wall:
-            await catch_up()
+            await catch_up()  # even behind audio still queued: the line may be past it if we were behind
             if self.ended:
                 return None
         span = self.recorder.play(self.transport.as_heard(pcm), self.playback_slot())

@@ -26,6 +26,7 @@ No framework imports: this module is used by the registry and run as the worker'
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import os
@@ -57,24 +58,28 @@ def default_processes() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-CAP_SYS_NICE = 23  # linux/capability.h
-
-
+@functools.lru_cache(maxsize=None)
 def may_leave_idle(nice: int) -> bool:
-    """Whether this process may move a thread of its user from SCHED_IDLE back to SCHED_OTHER at
-    ``nice`` (the kernel's ``can_nice``: CAP_SYS_NICE, or RLIMIT_NICE ≥ 20 − nice)."""
+    """Whether this process may move a thread of its own at ``nice`` more than its own from
+    SCHED_IDLE back to SCHED_OTHER (the kernel's ``can_nice``: CAP_SYS_NICE, or an RLIMIT_NICE that
+    allows it). Tried once, from outside, on a thread that waits meanwhile (so it never needs the CPU
+    while idle): reading capabilities cannot tell inside a user namespace."""
     if not hasattr(os, "SCHED_IDLE"):
         return False
+    release = threading.Event()
+    t = threading.Thread(target=release.wait, name="callscribe-sched-probe", daemon=True)
+    t.start()
     try:
-        import resource
-
-        if resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20 - nice:
-            return True
-        with open("/proc/self/status") as fh:
-            caps = next((line.split()[1] for line in fh if line.startswith("CapEff:")), "0")
-        return bool(int(caps, 16) >> CAP_SYS_NICE & 1)
-    except (OSError, ValueError, AttributeError):
+        tid = t.native_id
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        return True
+    except (OSError, AttributeError):
         return False
+    finally:
+        release.set()
+        t.join()
 
 
 # =========================================================================================== the server side
@@ -88,7 +93,8 @@ class _Worker:
     answer comes: a thread inside the worker could not, on a machine with no free core, as an idle
     thread holding the worker's GIL starves every other thread of the worker (measured: a hang-up's
     files not ready after 30 s beside three busy processes on two cores). Leaving SCHED_IDLE needs
-    CAP_SYS_NICE or an RLIMIT_NICE that allows ``nice``; without either the worker stays at ``nice``."""
+    CAP_SYS_NICE or an RLIMIT_NICE that allows ``nice``; without either the worker stays at ``nice``.
+    Only the encoding thread moves: a thread it starts itself (none today) would stay idle."""
 
     def __init__(self, index: int, nice: int, idle: bool = False) -> None:
         self.index = index
@@ -126,10 +132,12 @@ class _Worker:
                 self._set_policy()  # before it is sent: the worker must run to read it
             try:
                 send_msg(self.proc.stdin, (rid, call, op, key, args))
-            except (OSError, ValueError):  # the pipe is closed: the process died
+            except Exception as exc:  # the pipe is closed (the process died), or a bug: never left counted
                 self._pending.pop(rid, None)
                 self._finishing -= finishing
-                fut.set_exception(WorkerLost(f"encoder process {self.pid} is gone"))
+                self._set_policy()
+                gone = isinstance(exc, (OSError, ValueError))
+                fut.set_exception(WorkerLost(f"encoder process {self.pid} is gone") if gone else exc)
         return fut
 
     def _read(self) -> None:
@@ -165,14 +173,15 @@ class _Worker:
         """The encoding thread's policy for the commands now queued (holding ``_lock``): one system
         call per change. The worker's main thread is that thread: its id is the process id."""
         idle = self._ready and self._idle_allowed and not self._finishing
-        if idle == self._idle:
+        if idle == self._idle or not self.alive:  # not alive: reaped, its pid may be another process's now
             return
         try:
             os.sched_setscheduler(self.pid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
-        except OSError as exc:  # refused after all, or gone: no more changes (idle, it still runs on a free core)
+        except OSError as exc:  # gone, or refused after all (may_leave_idle said yes): no more changes
             self._idle_allowed = False
             if exc.errno != errno.ESRCH:
-                log.warning("encoder process %s: cannot change its scheduling (%s)", self.pid, exc.strerror)
+                log.error("encoder process %s: cannot %s (%s)", self.pid,
+                          "go idle" if idle else "leave SCHED_IDLE: its finishes run only on a free core", exc.strerror)
         else:
             self._idle = idle
 

@@ -188,9 +188,15 @@ class _StreamShell:
                 self._set_sink(None)
             if self._timer is not None:
                 self._timer.cancel()
+            if self.call is not None:
+                self.call.line_closed()  # a greeting not sent yet never will be
             if self._greeting is not None:  # the chime: a few loop passes; its turn goes in before the call ends
-                with contextlib.suppress(Exception):
+                try:
                     await asyncio.wait_for(asyncio.shield(self._greeting), 5)
+                except (asyncio.TimeoutError, asyncio.CancelledError):
+                    pass
+                except Exception:
+                    log.exception("stream %s: the greeting failed", self.call.sid if self.call else "-")
             if self._closing is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(self._closing), 15)

@@ -113,6 +113,24 @@ async def test_a_server_behind_its_socket_places_the_greeting_after_the_frames_a
     assert len(on) and after_third <= on[0] < after_third + 160, on[:1]
 
 
+async def test_a_caller_who_hangs_up_before_the_greeting_went_out_has_none_in_the_transcript(make_server):
+    """The stop read together with the first frame: the greeting was never sent, so the call's
+    transcript has no greeting turn (not one placed after the hang-up) and its track is silent."""
+    server = make_server(RECORDING_CHANNELS=2, DEFAULT_AUDIO_FORMAT="wav")
+    sid, stream = new_sid(), new_sid("MZ")
+    token = token_from(httpx.post(f"{server.base}/voice", data=voice_form(sid)).text)
+    msgs = [CONNECTED, start_msg(1, stream, sid, {"token": token}),
+            media_msg(stream, 2, FIRST_TS, bytes([0xFF]) * FRAME_BYTES), stop_msg(3, stream, sid)]
+    reader, writer = await ws_connect(LOCALHOST, server.port)
+    writer.write(b"".join(ws_frame(m.encode()) for m in msgs))
+    await writer.drain()
+    out = server.result(sid)
+    writer.close()
+    assert out["end_reason"] == "caller hung up (stop)" and out["turns"] == []
+    x, _ = decode(server.responses / out["files"]["conversation"])
+    assert len(x) == (FIRST_TS + 20) * 8 and not x[:, 1].any()
+
+
 async def test_listen_mode_records_both_voices_on_their_own_timestamps(make_server):
     server = make_server(CALL_MODE="listen", FORWARD_TO="+15005550006", RECORDING_CHANNELS=2,
                          DEFAULT_AUDIO_FORMAT="flac")

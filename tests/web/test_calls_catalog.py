@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from app.main import create_app
 from tests.support.frames import new_sid
-from tests.web.inprocess import settings_for, stream_call
+from tests.web.inprocess import settings_for, stream_call, wait_until
 
 T0 = 1.75e9  # 2025-06-15T15:06:40Z
 DAY = 86400.0
@@ -160,6 +160,9 @@ def test_a_missing_or_stale_catalog_is_rebuilt_at_start(tmp_path, caplog):
     caplog.set_level(logging.INFO, "callscribe.catalog")
     with TestClient(create_app(settings_for(tmp_path))) as client:
         first = stream_call(client)
+        # The row follows the finalized marker by a moment: only once it is in does the catalog go.
+        wait_until(lambda: any(d["call_sid"] == first and d["status"] == "finalized"
+                               for d in client.get("/calls").json()["data"]))
         client.app.state.services.store.catalog = _NoCatalog()  # the catalog misses this one: stale
         second = stream_call(client)
     with TestClient(create_app(settings_for(tmp_path))) as client:
