@@ -14,7 +14,9 @@ caller's audio, the tail (``tail_s``, or a wait for the assistant to finish; see
 ``duration_s`` cuts it at a fixed length instead. Pacing: with ``speed > 0`` slot k is due at
 ``t0 + k*20ms/speed`` on the event loop's monotonic clock (no drift); with ``speed == 0`` slots
 run back to back, yielding to the event loop once per slot; while the caller waits on a quiet
-line the slots run at real time (the server may need it to think).
+line the slots run at real time (the server may need it to think). Faster than real time, the
+second slot waits for the server's first audio or mark (``_first_answer``, at most
+``FIRST_ANSWER_WAIT_S``), as a real line's 20 ms would let the greeting start.
 
 The socket is opened and closed by ``call.run_call``; this module neither dials nor posts.
 """
@@ -36,6 +38,9 @@ from app.simulator.wait import wait_verdict
 from app.twilio.events import SendClear, SendMark, SendMedia
 
 __all__ = ["StreamSession"]
+
+
+FIRST_ANSWER_WAIT_S = 0.5  # faster than real time: how long the second frame waits for the server's greeting
 
 
 def _slot_range(at_s: float, length_s: float) -> range:
@@ -243,10 +248,25 @@ class StreamSession:
                     await self._send_media("outbound", ts, frame + silence[len(frame) :])
             for digit in dtmf_at.get(k, ()):
                 await self._send_dtmf(digit)
+            if k == 0 and self.bidirectional and period < FRAME_MS / 1000:
+                await self._first_answer()
+                due = max(due, loop.time())
             k += 1
         if wait is not None:  # the server hung up (or the fixed length ran out) while we waited
             self._end_wait("greeting" if phase == "lead" else "tail", wait, "closed" if self.closed else "duration")
         self.res.stream_duration_ms = self.now_ms
+
+    async def _first_answer(self) -> None:
+        """Faster than real time, the second frame waits (up to FIRST_ANSWER_WAIT_S of wall time) for
+        the server's first audio or mark: on a real line the server has 20 ms after the first frame,
+        time enough to start its greeting, which then plays from the next slot. Unpaced, the whole
+        call would otherwise reach the server before its greeting left, and the caller would not
+        hear it (the server places it after every frame it has read)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + FIRST_ANSWER_WAIT_S
+        res = self.res
+        while not (res.media_received_bytes or res.marks_received or self.closed) and loop.time() < end:
+            await asyncio.sleep(0.002)
 
     def _verdict(self, wait: tuple[int, float, float], now_wall: float) -> str:
         return wait_verdict(
