@@ -36,6 +36,10 @@ __all__ = ["CallSession", "CallLimits"]
 
 log = logging.getLogger("callscribe.call")
 
+EXTRAPOLATE_S = 0.02  # the clock between two chunks runs on the wall clock for at most one frame
+PROGRESS_S = 0.1  # call time between two reports of the settled sample to the export schedule (and chunk events)
+
+
 async def catch_up() -> None:
     """Let the event loop read what the caller's socket already holds before the line's clock is
     read: frames that reached us while this process was busy (a loaded machine, a call's start-up)
@@ -47,10 +51,6 @@ async def catch_up() -> None:
     more pass; ours is named in app/serving.py.)"""
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-
-
-EXTRAPOLATE_S = 0.02  # the clock between two chunks runs on the wall clock for at most one frame
-PROGRESS_S = 0.1  # call time between two reports of the settled sample to the export schedule (and chunk events)
 
 
 class CallLimits:

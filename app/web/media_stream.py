@@ -4,8 +4,7 @@
 and the assistant's PCM is encoded on the way out (`TwilioTransport`, app/web/twilio_transport.py).
 The sans-I/O protocol (app.twilio.protocol) parses Twilio's frames and makes ours, owning the streamSid.
 
-On `callscribe serve` a valid media frame of a started call is recorded in the WebSocket protocol's
-callback while the loop waits (``_take_frame``, app/web/ws_protocol.py); the rest comes in order.
+On `callscribe serve` media frames are recorded in the WebSocket protocol's callback (``_take_frame``).
 
 Bad input on this socket is answered on this socket only: a bad message is skipped with one
 log line per kind (as Twilio's 31950/31951 warnings do); a stream that cannot go on is closed
@@ -192,9 +191,8 @@ class _StreamShell:
                 self.call.line_closed()  # a greeting not sent yet never will be
             if self._greeting is not None:  # the chime: a few loop passes; its turn goes in before the call ends
                 try:
-                    await asyncio.wait_for(asyncio.shield(self._greeting), 5)
-                except (asyncio.TimeoutError, asyncio.CancelledError):
-                    pass
+                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                        await asyncio.wait_for(asyncio.shield(self._greeting), 5)
                 except Exception:
                     log.exception("stream %s: the greeting failed", self.call.sid if self.call else "-")
             if self._closing is not None:
@@ -332,8 +330,10 @@ class _StreamShell:
 
     async def _after_media(self, call: CallSession) -> bool:
         """What the first frame (the greeting) or the call's limit asks for after a frame; False ends the loop."""
-        if self.greet_pending:  # spoken out of this loop, which goes on reading the frames that came in
-            self.greet_pending = False  # meanwhile: the greeting is placed after them (CallSession.play)
+        # The greeting is spoken out of this loop, which goes on reading the frames that came in
+        # meanwhile: it is placed after them (CallSession.play).
+        if self.greet_pending:
+            self.greet_pending = False
             if call.agent is not None:
                 self.services.registry.spawn(call.agent.start())
             else:

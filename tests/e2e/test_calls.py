@@ -18,10 +18,9 @@ import websockets
 
 from app.audio import mulaw
 from app.simulator import SimConfig, run_call
-from tests.support.frames import (CONNECTED, FRAME_BYTES, media_msg, new_sid, start_msg, stop_msg, token_from,
-                                  voice_form, ws_frame)
+from tests.security.helpers import raw_ws_open, stream_token
+from tests.support.frames import CONNECTED, FRAME_BYTES, media_msg, new_sid, start_msg, stop_msg, ws_frame
 from tests.support.signals import find_markers, marker_signal
-from tests.support.sockets import LOCALHOST, ws_connect
 
 pytestmark = pytest.mark.e2e
 FIRST_TS = 120  # ms: where the simulator's first frame sits on the stream clock, as Twilio's does
@@ -89,22 +88,35 @@ async def test_assistant_track_is_what_the_caller_heard_stereo(make_server):
     assert np.abs(right[int(rec_on[-1]) + 200:]).max() == 0  # nothing after the chime on the assistant side
 
 
+SILENT_FRAME = bytes([0xFF]) * FRAME_BYTES  # 20 ms of μ-law silence
+
+
+async def raw_call(server) -> tuple[str, str, list[str], asyncio.StreamWriter]:
+    """A call's Media Stream on a raw socket, as Twilio opens it after the webhook: (CallSid,
+    streamSid, the connected and start messages to send, the socket's writer)."""
+    sid, stream = new_sid(), new_sid("MZ")
+    token = await asyncio.to_thread(stream_token, server, sid)
+    _, writer = await raw_ws_open(server.port)
+    return sid, stream, [CONNECTED, start_msg(1, stream, sid, {"token": token})], writer
+
+
+async def write_at_once(writer: asyncio.StreamWriter, messages: list[str]) -> None:
+    """The messages as WebSocket frames in one write: the server reads them together."""
+    writer.write(b"".join(ws_frame(m.encode()) for m in messages))
+    await writer.drain()
+
+
 async def test_a_server_behind_its_socket_places_the_greeting_after_the_frames_already_sent(make_server):
     """Twilio plays our audio after every frame it sent before that audio reached it. A server that
     reads the start and the first three frames in one go (busy with something else, or on a loaded
     machine: seen in CI) greets after the first, but frames two and three were already at its door,
     so the line plays the chime after them: the recording must place it there, not one frame in."""
     server = make_server(RECORDING_CHANNELS=2, DEFAULT_AUDIO_FORMAT="wav")
-    sid, stream = new_sid(), new_sid("MZ")
-    token = token_from(httpx.post(f"{server.base}/voice", data=voice_form(sid)).text)
-    silence = bytes([0xFF]) * FRAME_BYTES
-    frames = [media_msg(stream, 2 + k, FIRST_TS + 20 * k, silence) for k in range(100)]
-    reader, writer = await ws_connect(LOCALHOST, server.port)
-    writer.write(b"".join(ws_frame(m.encode()) for m in [CONNECTED, start_msg(1, stream, sid, {"token": token})] + frames[:3]))
-    await writer.drain()  # one write: the server reads all five messages at once
+    sid, stream, opening, writer = await raw_call(server)
+    frames = [media_msg(stream, 2 + k, FIRST_TS + 20 * k, SILENT_FRAME) for k in range(100)]
+    await write_at_once(writer, opening + frames[:3])  # the server reads all five messages at once
     await asyncio.sleep(0.5)
-    writer.write(b"".join(ws_frame(m.encode()) for m in frames[3:] + [stop_msg(102, stream, sid)]))
-    await writer.drain()
+    await write_at_once(writer, frames[3:] + [stop_msg(102, stream, sid)])
     out = server.result(sid)
     writer.close()
     x, _ = decode(server.responses / out["files"]["conversation"])
@@ -117,13 +129,8 @@ async def test_a_caller_who_hangs_up_before_the_greeting_went_out_has_none_in_th
     """The stop read together with the first frame: the greeting was never sent, so the call's
     transcript has no greeting turn (not one placed after the hang-up) and its track is silent."""
     server = make_server(RECORDING_CHANNELS=2, DEFAULT_AUDIO_FORMAT="wav")
-    sid, stream = new_sid(), new_sid("MZ")
-    token = token_from(httpx.post(f"{server.base}/voice", data=voice_form(sid)).text)
-    msgs = [CONNECTED, start_msg(1, stream, sid, {"token": token}),
-            media_msg(stream, 2, FIRST_TS, bytes([0xFF]) * FRAME_BYTES), stop_msg(3, stream, sid)]
-    reader, writer = await ws_connect(LOCALHOST, server.port)
-    writer.write(b"".join(ws_frame(m.encode()) for m in msgs))
-    await writer.drain()
+    sid, stream, opening, writer = await raw_call(server)
+    await write_at_once(writer, opening + [media_msg(stream, 2, FIRST_TS, SILENT_FRAME), stop_msg(3, stream, sid)])
     out = server.result(sid)
     writer.close()
     assert out["end_reason"] == "caller hung up (stop)" and out["turns"] == []
