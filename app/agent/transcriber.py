@@ -30,6 +30,7 @@ import numpy as np
 
 from app.agent.interfaces import SpeechToText
 from app.agent.vad import EnergyVAD, SileroVAD, TurnDetector, TurnEnded, VoiceActivity
+from app.cancellation import within
 from app.threads import background_executor
 
 __all__ = ["TrackTranscriber", "TranscriberIO", "TranscriptionWorker"]
@@ -142,7 +143,7 @@ class TrackTranscriber:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+                await within(self._stopping.wait(), self.interval_s)
                 return
             except asyncio.TimeoutError:
                 pass

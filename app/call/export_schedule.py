@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
+from app.cancellation import within
 from app.recording.encoder_pool import WorkerLost
 from app.recording.export import ConversationExporter
 from app.recording.finalize import ExportOptions, make_exporter
@@ -95,7 +96,7 @@ class ExportSchedule:
     async def _loop(self) -> None:
         while not self._ended:
             with contextlib.suppress(asyncio.TimeoutError):  # the regular tick
-                await asyncio.wait_for(self._kick.wait(), self.interval_s)
+                await within(self._kick.wait(), self.interval_s)
             self._kick.clear()
             if self._ended:
                 break

@@ -22,6 +22,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from app.audio.mulaw import encode as ulaw_encode
+from app.cancellation import within
 from app.simulator.config import FRAME_MS, RATE, SimConfig, SimResult
 from app.simulator.errors import HandshakeError, SimulatorError
 from app.simulator.stream import StreamSession
@@ -138,7 +139,7 @@ async def run_call(cfg: SimConfig) -> SimResult:
                     if ws.transport is not None:
                         ws.transport.abort()  # the caller's leg vanished: no stop, no close frame
             try:
-                await asyncio.wait_for(receiver, timeout=cfg.close_timeout_s + 1)
+                await within(receiver, cfg.close_timeout_s + 1)
             except asyncio.TimeoutError:
                 res.warn("close-timeout", "server did not finish the close handshake in time")
         finally:

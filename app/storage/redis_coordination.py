@@ -30,7 +30,6 @@ the heartbeat loop tries every second and logs the outage once, and its end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -46,6 +45,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.cancellation import cancel_and_wait, within
 from app.storage import redis_scripts as lua
 from app.storage.coordination import FormatChoice, OrphanHandler
 from app.storage.paths import StoreLayout
@@ -143,7 +143,7 @@ class RedisCoordinator(RedisCommands):
         with self._guard:
             held = list(self._held.values())
         try:
-            status = int(await asyncio.wait_for(self._ascripts["BEAT"](
+            status = int(await within(self._ascripts["BEAT"](
                 keys=[self._k("hb", self.host_id), self._k("live")],
                 args=[self.nonce, int(self.timing.heartbeat_ttl_s * 1000), *(lock.sid for lock in held)]),
                 self.timing.loop_timeout_s))
@@ -245,7 +245,7 @@ class RedisCoordinator(RedisCommands):
             keys, args = self._claim_call(sid, _read_fence(files), orphan=True)
             assert self._aio is not None
             try:
-                res = await asyncio.wait_for(self._ascripts["CLAIM"](keys=keys, args=args), self.timing.loop_timeout_s)
+                res = await within(self._ascripts["CLAIM"](keys=keys, args=args), self.timing.loop_timeout_s)
             except _ERRORS:
                 with self._guard:
                     self._unanswered.setdefault(sid, False)
@@ -298,7 +298,7 @@ class RedisCoordinator(RedisCommands):
         if self._aio is None:
             return None
         try:
-            await asyncio.wait_for(self._aio.ping(), self.timing.loop_timeout_s)
+            await within(self._aio.ping(), self.timing.loop_timeout_s)
         except _ERRORS as exc:
             self._went_down(exc)
             return f"{self._unreachable()} ({type(exc).__name__})"
@@ -307,11 +307,7 @@ class RedisCoordinator(RedisCommands):
         return None
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks, what="the coordinator's heartbeat or sweep")  # redis-py can lose a cancel
         self._tasks = []
         self._loop_running = False
         if self._aio is not None:

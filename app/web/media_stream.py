@@ -29,6 +29,7 @@ from app.call.end import EndReason
 from app.call.registry import CallRefused
 from app.call.session import CallLimits, CallSession
 from app.call.transport import CallInfo
+from app.cancellation import within
 from app.twilio.events import Dtmf, Mark, Media, SendClear, SendMark, SendMedia, Start, Stop
 from app.twilio.protocol import ProtocolError, ProtocolWarning, SendRefused, StreamProtocol
 from app.twilio.signature import validate
@@ -91,8 +92,7 @@ async def media_stream(ws: WebSocket, receive=None, send=None) -> None:  # type:
         await run_in_own_task(shell.run())
     finally:
         if shell.call is not None:
-            # Finalise even if this handler is being cancelled (server shutdown): the shielded
-            # task goes on, and the registry's drain waits for it.
+            # Finalise even if this handler is cancelled (shutdown): the shielded task goes on; drain waits for it.
             task = services.registry.spawn(services.registry.finish(shell.call, shell.reason))
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
@@ -192,12 +192,12 @@ class _StreamShell:
             if self._greeting is not None:  # the chime: a few loop passes; its turn goes in before the call ends
                 try:
                     with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                        await asyncio.wait_for(asyncio.shield(self._greeting), 5)
+                        await within(asyncio.shield(self._greeting), 5)
                 except Exception:
                     log.exception("stream %s: the greeting failed", self.call.sid if self.call else "-")
             if self._closing is not None:
                 try:
-                    await asyncio.wait_for(asyncio.shield(self._closing), 15)
+                    await within(asyncio.shield(self._closing), 15)
                 except (asyncio.TimeoutError, asyncio.CancelledError):
                     log.info("stream %s: the close handshake did not complete", self.call.sid if self.call else "-")
 

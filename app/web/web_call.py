@@ -29,6 +29,7 @@ from app.call.end import EndReason
 from app.call.registry import CallRefused
 from app.call.session import CallLimits, CallSession
 from app.call.transport import CallInfo
+from app.cancellation import within
 from app.micdrop import protocol as micdrop
 from app.micdrop.protocol import Audio, Command, Ignored, MicdropError, MicdropProtocol, Params
 from app.recording.timeline import SpeechOnlyClock
@@ -105,7 +106,7 @@ class _WebCallShell(WebCallSocket):
             await self.refuse(micdrop.UNAUTHORIZED, "this page's origin may not open browser calls (ALLOWED_ORIGINS)")
             return
         try:
-            first = await asyncio.wait_for(self._receive(), micdrop.PARAMS_TIMEOUT_S)
+            first = await within(self._receive(), micdrop.PARAMS_TIMEOUT_S)
         except asyncio.TimeoutError:
             await self.refuse(micdrop.BAD_REQUEST, f"missing params: send a JSON object as the first text frame "
                                                    f"within {micdrop.PARAMS_TIMEOUT_S:.0f} s")

@@ -13,6 +13,8 @@ import logging
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from app.cancellation import within
+
 __all__ = ["WebCallSocket", "close_code_of"]
 
 log = logging.getLogger("callscribe.webcall")
@@ -78,7 +80,7 @@ class WebCallSocket:
                     pass
         if self._closing is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._closing), 5)
+                await within(asyncio.shield(self._closing), 5)
 
     async def _receive(self) -> str | bytes | None:
         """The next frame; None once the client has gone (its close code kept)."""

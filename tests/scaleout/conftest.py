@@ -5,13 +5,13 @@ Every Redis and every server is started by the test on 127.0.0.1 and stopped by 
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from app.cancellation import cancel_and_wait
 from app.storage.paths import StoreLayout
 from app.storage.redis_coordination import RedisCoordinator, Timing
 from tests.support.redis_server import RedisServer
@@ -53,9 +53,7 @@ async def make_coordinator(redis_server: RedisServer, tmp_path: Path) -> AsyncIt
 
 async def die(c: RedisCoordinator) -> None:
     """As `kill -9` leaves it: the loops stop, the heartbeat is not withdrawn (it expires by itself)."""
-    for task in c._tasks:
-        task.cancel()
-    await asyncio.gather(*c._tasks, return_exceptions=True)
+    await cancel_and_wait(c._tasks)
     c._tasks = []
 
 

@@ -255,3 +255,19 @@ async def test_an_orphan_that_cannot_be_finished_here_stays_open_and_is_tried_la
     await asyncio.sleep(FAST.sweep_s * 3)
     assert len(orphans.got) == 1, "backed off"
     await orphans.wait(2, timeout=FAST.orphan_backoff_s + 2)
+
+
+async def test_closing_as_redis_answers_a_beat_ends_the_heartbeat(make_coordinator):
+    """CI hung here for 300 s: the close cancelled the heartbeat just as Redis answered it. On Python 3.11
+    `asyncio.wait_for` then returns the answer instead of the cancel, and the heartbeat went on beating."""
+    loop = asyncio.get_running_loop()
+    c = await make_coordinator("host-a")
+    beats: list[asyncio.Future] = []
+    c._ascripts["BEAT"] = lambda **_: beats.append(loop.create_future()) or beats[-1]
+    async with asyncio.timeout(5):
+        while not beats:
+            await asyncio.sleep(0.01)
+    beats[0].set_result(1)  # the answer is in: the close below cancels the heartbeat before it resumes
+    async with asyncio.timeout(5):
+        await c.aclose()
+    assert not c._tasks and len(beats) == 1, "no heartbeat after the close"

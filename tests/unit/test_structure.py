@@ -18,7 +18,7 @@ APP = Path(__file__).resolve().parents[2] / "app"
 CORE = ["twilio", "micdrop", "audio", "recording", "agent", "call", "storage"]
 
 # Top-level modules that import nothing of ours (checked below): any layer may use them.
-SHARED = {"close_codes", "threads"}
+SHARED = {"cancellation", "close_codes", "threads"}
 
 # The sans-I/O protocols at the bottom: they may import themselves, `audio` (the codecs) and SHARED.
 ONLY = {
