@@ -62,7 +62,10 @@ async def test_real_speech_is_cut_off_no_more_often_than_with_the_fixed_wait(whi
 ])
 async def test_a_turn_left_hanging_is_not_cut_off_by_a_600ms_pause(whisper: LocalWhisperSTT, first: str,
                                                                    then: str) -> None:
-    result = await stream_turns(phone(first, 0.6, then), whisper, rule_settings())
+    # The rule under test, whatever the load: where Whisper takes over a second the call stops holding the
+    # pause and waits the fixed 700 ms instead, a cut-off here (this test failed once in a full run; not
+    # reproduced beside four CPU burners, so that cause is likely, not shown).
+    result = await stream_turns(phone(first, 0.6, then), whisper, rule_settings(), max_hold_ms=10_000)
     assert result.cutoffs == 0, (result.turns, result.decisions)
     assert any(wait == 1500 for _, wait in result.decisions), result.decisions  # the pause judged unfinished
 

@@ -62,15 +62,18 @@ def speech_files() -> list[Path]:
 
 
 async def stream_turns(audio: np.ndarray, stt, settings, name: str = "", lead_s: float = 0.5,
-                       trail_s: float = 2.5) -> StreamResult:
-    """Stream one caller's audio through the phone call's turn taking; return its turns."""
+                       trail_s: float = 2.5, max_hold_ms: int | None = None) -> StreamResult:
+    """Stream one caller's audio through the phone call's turn taking; return its turns. `max_hold_ms`:
+    the collector's (the call's when None); a larger one judges every pause by its words however slow
+    the machine's speech-to-text is at the moment."""
     from app.agent.turns import TurnCollector
     from app.agent.vad import TurnEnded, default_detector
     from app.agent.wiring import _SttAt, turn_taking
 
     params, policy = turn_taking(settings)
     detector = default_detector(params, RATE)
-    collector = TurnCollector(detector, _SttAt(stt, RATE, settings.stt_window_s), policy)
+    hold = {} if max_hold_ms is None else {"max_hold_ms": max_hold_ms}
+    collector = TurnCollector(detector, _SttAt(stt, RATE, settings.stt_window_s), policy, **hold)
     out = StreamResult(name)
 
     def on_events(events, now: int) -> None:
