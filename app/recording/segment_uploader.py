@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.recording.track import read_block
+from app.storage.atomic import replace_text
 from app.storage.paths import TRACKS
 
 if TYPE_CHECKING:
@@ -86,9 +87,7 @@ class SegmentUploader:
                 "journal_at": self.journal_at, "end": self.end, "journal_flushed": self.journal_flushed,
                 "attempt": self.attempt, "replace": self.replace, "recovered": self.recovered,
                 "published": self.published}
-        tmp = self.state_path.with_name(STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.state_path)
+        replace_text(self.state_path, json.dumps(data))  # a name of its own: an old process's uploads may save too
 
     def load(self) -> bool:
         """Continue from the state on disk (a restarted call, or a commit left to make); False without one."""

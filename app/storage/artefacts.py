@@ -12,11 +12,11 @@ recording and no web framework; the names come from `app.storage.paths`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from app.storage.atomic import replace_text
 from app.storage.paths import STAGED_SUFFIXES, CallNotFound, is_output_of, result_sid, validate_sid
 
 __all__ = ["ArtefactInfo", "ArtefactStore", "LocalArtefacts"]
@@ -88,10 +88,7 @@ class LocalArtefacts:
         return self._info(self.root / name)
 
     def write_text(self, name: str, text: str) -> ArtefactInfo:
-        path = self.root / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        replace_text(self.root / name, text)
         return self.publish(name)
 
     def read_text(self, name: str) -> str | None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from app.storage.atomic import replace_text
 from app.storage.paths import StoreLayout
 
 __all__ = ["FormatChoice", "CallLock", "Coordinator", "LocalCoordinator", "CoordinationUnavailable", "OrphanHandler"]
@@ -170,10 +171,7 @@ class LocalCoordinator:
     def set_format(self, sid: str, choice: FormatChoice) -> None:
         files = self.layout.call(sid)
         files.folder.mkdir(parents=True, exist_ok=True)
-        # A name of its own: two workers setting the format at once must not share a temporary file.
-        tmp = files.format.with_name(f"{files.format.name}.{secrets.token_hex(4)}.tmp")
-        tmp.write_text(json.dumps({"format": choice.format, "bitrate_kbps": choice.bitrate_kbps}))
-        os.replace(tmp, files.format)
+        replace_text(files.format, json.dumps({"format": choice.format, "bitrate_kbps": choice.bitrate_kbps}))
 
     def get_format(self, sid: str) -> FormatChoice | None:
         try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import re
 import secrets
 import time
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from app.storage.atomic import replace_text
 from app.storage.coordination import CallLock, CoordinationUnavailable, FormatChoice
 from app.storage.paths import CallFiles, validate_sid
 
@@ -320,9 +320,7 @@ def _write_fence(files: CallFiles, epoch: int) -> None:
     sees a higher one there before it commits."""
     path = _fence(files)
     try:
-        tmp = path.with_name(f"epoch.{secrets.token_hex(4)}.tmp")
-        tmp.write_text(f"{epoch}\n")
-        os.replace(tmp, path)
+        replace_text(path, f"{epoch}\n")
     except OSError as exc:
         log.warning("call %s: could not write its epoch file (%s)", files.folder.name, exc.strerror or exc)
 
