@@ -25,6 +25,10 @@ from tests.support.turn_cutoffs import count_cutoffs, rule_settings, stream_turn
 
 pytestmark = pytest.mark.models
 
+# Every pause judged by its words, however slow Whisper is at the moment: where it takes over a second
+# the call stops holding the pause and waits the fixed 700 ms instead, and the rule is not what is tested.
+ANY_HOLD = 10_000
+
 FIXED = {"end_of_turn_ms": 700, "end_of_turn_complete_ms": 700, "end_of_turn_incomplete_ms": 700, "stt_window_s": 30}
 
 
@@ -41,8 +45,8 @@ def phone(*parts: str | float) -> np.ndarray:
 
 @pytest.mark.asyncio
 async def test_real_speech_is_cut_off_no_more_often_than_with_the_fixed_wait(whisper: LocalWhisperSTT) -> None:
-    old = await count_cutoffs(whisper, rule_settings(**FIXED))
-    new = await count_cutoffs(whisper, rule_settings())
+    old = await count_cutoffs(whisper, rule_settings(**FIXED), max_hold_ms=ANY_HOLD)
+    new = await count_cutoffs(whisper, rule_settings(), max_hold_ms=ANY_HOLD)
     old_n, new_n = sum(r.cutoffs for r in old), sum(r.cutoffs for r in new)
     report = {r.name: (o.cutoffs, r.cutoffs, r.decisions) for o, r in zip(old, new, strict=True)}
     assert new_n <= old_n, report
@@ -62,10 +66,9 @@ async def test_real_speech_is_cut_off_no_more_often_than_with_the_fixed_wait(whi
 ])
 async def test_a_turn_left_hanging_is_not_cut_off_by_a_600ms_pause(whisper: LocalWhisperSTT, first: str,
                                                                    then: str) -> None:
-    # The rule under test, whatever the load: where Whisper takes over a second the call stops holding the
-    # pause and waits the fixed 700 ms instead, a cut-off here (this test failed once in a full run; not
-    # reproduced beside four CPU burners, so that cause is likely, not shown).
-    result = await stream_turns(phone(first, 0.6, then), whisper, rule_settings(), max_hold_ms=10_000)
+    # This test failed once in a full run; not reproduced beside four CPU burners: the slow Whisper of
+    # ANY_HOLD is the likely cause, not a shown one.
+    result = await stream_turns(phone(first, 0.6, then), whisper, rule_settings(), max_hold_ms=ANY_HOLD)
     assert result.cutoffs == 0, (result.turns, result.decisions)
     assert any(wait == 1500 for _, wait in result.decisions), result.decisions  # the pause judged unfinished
 
@@ -73,11 +76,11 @@ async def test_a_turn_left_hanging_is_not_cut_off_by_a_600ms_pause(whisper: Loca
 @pytest.mark.asyncio
 async def test_a_finished_sentence_followed_by_silence_is_answered_quickly(whisper: LocalWhisperSTT) -> None:
     result = await stream_turns(phone("Hello, I would like to book an appointment for next week."), whisper,
-                                rule_settings())
+                                rule_settings(), max_hold_ms=ANY_HOLD)
     assert len(result.turns) == 1 and result.decisions[-1][1] == 250, result.decisions
     # 250 ms, or 120 ms of pause and the transcription's own time (paced in real time) if longer.
     assert result.last_wait_ms is not None and result.last_wait_ms < 600, result.last_wait_ms
     fixed = await stream_turns(phone("Hello, I would like to book an appointment for next week."), whisper,
-                               rule_settings(**FIXED))
+                               rule_settings(**FIXED), max_hold_ms=ANY_HOLD)
     assert fixed.last_wait_ms is not None and fixed.last_wait_ms >= 700
     assert result.last_wait_ms < fixed.last_wait_ms - 150

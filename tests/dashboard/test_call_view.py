@@ -97,16 +97,6 @@ class Background:
         return self.result
 
 
-def wait_live(server, sid: str, timeout: float = 15, **headers) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{server.base}/calls/{sid}", headers=headers)
-        if r.status_code == 200 and r.json()["state"] == "live":
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"call {sid} never showed as live")
-
-
 def sse(response: httpx.Response):
     """The events of a text/event-stream: {"id", "event", "data"} (data parsed as JSON)."""
     fields: dict[str, str] = {}
@@ -191,7 +181,7 @@ class Page(DashboardPage):
 def test_live_events_arrive_in_order_while_the_call_runs_and_end_at_finalisation(server):
     sid = new_sid()
     call = Background(SimConfig(server.base, CALLER, call_sid=sid, speed=1.0, tail_s=0.5, dtmf=[(2.0, "4")]))
-    wait_live(server, sid)
+    server.wait_live(sid)
     events, running_at, ended_final = [], [], None
     with httpx.stream("GET", f"{server.base}/calls/{sid}/live", timeout=30) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
@@ -429,7 +419,7 @@ def test_a_live_call_grows_on_the_page_and_turns_into_its_recording(server, brow
     sid = new_sid()
     caller = np.concatenate([CALLER, quiet(0.5), tone(1.5)])
     call = Background(SimConfig(server.base, caller, call_sid=sid, speed=1.0, tail_s=0.5, dtmf=[(2.0, "4")]))
-    wait_live(server, sid)
+    server.wait_live(sid)
     page = Page(browser, server.base, f"/calls/{sid}/view", wait="live")
     try:
         p = page.page
@@ -468,7 +458,7 @@ def test_another_worker_streams_the_call_and_says_when_its_recorder_died(make_se
     sid = new_sid()
     call = Background(SimConfig(recorder.base, np.concatenate([CALLER, tone(3.0)]), call_sid=sid, speed=1.0,
                                 tail_s=0.5))
-    wait_live(viewer, sid)
+    viewer.wait_live(sid)
     page = Page(browser, viewer.base, f"/calls/{sid}/view", wait="live")
     try:
         page.until("() => window.callview.events.filter(e => e.type === 'sse-progress').length >= 2", 8)
@@ -506,7 +496,7 @@ def test_a_conversation_shows_its_words_live_then_plays_in_sync_with_them(assist
     caller = np.concatenate([speech_8k("librivox-sense-and-sensibility-0880.wav"), quiet(1.0)])
     call = Background(SimConfig(server.base, caller, call_sid=sid, speed=1.0, speak_at_s=None, tail_s=None,
                                 max_wait_s=12))
-    wait_live(server, sid)
+    server.wait_live(sid)
     page = Page(browser, server.base, f"/calls/{sid}/view", wait="live")
     try:
         p = page.page

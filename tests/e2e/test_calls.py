@@ -205,7 +205,8 @@ async def test_kill_9_mid_call_is_recovered_at_next_start(make_server):
     sid = "CA" + "e" * 32
     call = asyncio.create_task(run_call(SimConfig(server.base, marker_signal(10.0, [1.0, 2.0]), call_sid=sid,
                                                   speed=1.0)))
-    await asyncio.sleep(3.2)
+    await asyncio.to_thread(server.wait_live, sid)
+    await asyncio.sleep(3.0)  # from the call's start, not the simulator's: its start-up is not audio
     killed_at = time.monotonic()
     server.kill9()
     try:
@@ -236,7 +237,9 @@ async def test_sigterm_finalises_live_calls_before_exit(make_server):
     sids = ["CA" + f"{i:x}" * 32 for i in (1, 2)]
     calls = [asyncio.create_task(run_call(SimConfig(server.base, marker_signal(20.0, [1.0]), call_sid=s, speed=1.0)))
              for s in sids]
-    await asyncio.sleep(2.5)
+    for s in sids:
+        await asyncio.to_thread(server.wait_live, s)
+    await asyncio.sleep(2.2)  # from the calls' start, not the simulator's
     code = await asyncio.get_running_loop().run_in_executor(None, server.stop, signal.SIGTERM)
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful shutdown
     assert "finalising" in server.log.read_text() or "finalised" in server.log.read_text()

@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from app.simulator import SimConfig, run_call
 from app.storage.paths import StoreLayout
+from tests.security.helpers import RawStream, frame_bytes
 from tests.support.signals import marker_signal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -156,10 +158,15 @@ def test_a_call_whose_masters_were_not_kept_is_refused_like_the_api_does(make_se
 
 
 async def test_a_call_being_recorded_is_left_alone(make_server):
+    """The call stays open until the command has answered (a raw stream, stopped by the test), however long
+    the command takes to start."""
     server = make_server(DEFAULT_AUDIO_FORMAT="wav")
-    sid = "CA" + "7" * 32
-    call = asyncio.create_task(run_call(SimConfig(server.base, marker_signal(4.0, [1.0]), call_sid=sid, speed=1.0,
-                                                  tail_s=0.2)))
+    s = await RawStream(server).open()
+    sid = s.call_sid
+    assert await s.start()
+    rng = np.random.default_rng(7)
+    for i in range(25):
+        await s.media(20 * i, frame_bytes(rng))
     async with httpx.AsyncClient() as c:
         for _ in range(100):
             if (await c.get(f"{server.base}/calls/{sid}")).status_code == 200:
@@ -167,9 +174,11 @@ async def test_a_call_being_recorded_is_left_alone(make_server):
             await asyncio.sleep(0.05)
     r = await asyncio.to_thread(cli, server.workdir, "export", sid, "--format", "flac",
                                 RECORDINGS_DIRECTORY=str(server.responses))
+    assert s.still_open(), "the call must still be live when the command answers"
     assert r.returncode == 1 and "being recorded right now" in r.stderr and "Traceback" not in r.stderr
     assert not (server.responses / ".calls" / sid / "format.json").exists()
-    await call
+    assert await s.stop()
+    await s.closed()
     assert server.result(sid)["audio"]["format"] == "wav"
 
 

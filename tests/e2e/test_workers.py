@@ -20,7 +20,7 @@ from tests.support.signals import find_markers, marker_signal
 
 pytestmark = pytest.mark.e2e
 FIRST_TS = 120  # ms: the simulator's first frame on the stream clock
-AUDIO_S, TAIL_S, AT = 4.0, 0.5, [1.0, 3.0]
+AUDIO_S, TAIL_S, AT = 8.0, 0.5, [1.0, 3.0]  # long enough to be live through the checks on a slow machine
 TEMPLATE = marker_signal(0.02, [0.0])
 LIVE_HERE = "applied now; the file is ready at hang-up"
 LIVE_ELSEWHERE = "call in progress on another worker: applied at hang-up"

@@ -34,7 +34,7 @@ async def test_a_calls_files_land_under_the_prefix_and_any_host_serves_them(tmp_
         for s in servers:
             s.start()
         sid = "CA" + "5" * 32
-        call = asyncio.create_task(run_call(SimConfig(a.base, marker_signal(4.0, [1.0, 3.0]), call_sid=sid, speed=1.0,
+        call = asyncio.create_task(run_call(SimConfig(a.base, marker_signal(6.0, [1.0, 3.0]), call_sid=sid, speed=1.0,
                                                       tail_s=0.3)))
         ended: list[float] = []
         call.add_done_callback(lambda _: ended.append(time.monotonic()))

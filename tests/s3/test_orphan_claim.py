@@ -22,6 +22,7 @@ from app.storage.paths import StoreLayout
 from app.storage.store import CallStore
 from tests.s3.conftest import open_call
 from tests.s3.test_segments import RATE, SEG_S, WINDOW_MS, feed, published, until
+from tests.scaleout.conftest import die
 from tests.support.redis_server import RedisServer, redis_server_binary
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="redis-server is not installed")
@@ -64,10 +65,7 @@ async def test_a_dead_hosts_call_is_claimed_rebuilt_from_segments_and_committed_
         stream = call.recorder.stream_samples
 
         # kill -9 of host a: its loops (heartbeat) and its upload threads stop; nothing is released.
-        for task in a.store.coordinator._tasks:
-            task.cancel()
-        await asyncio.gather(*a.store.coordinator._tasks, return_exceptions=True)
-        a.store.coordinator._tasks = []
+        await die(a.store.coordinator)
         a.uploads.close(timeout=0)
         died = asyncio.get_running_loop().time()
 

@@ -127,7 +127,7 @@ async def test_segments_go_up_every_segment_seconds_with_the_masters_bytes_then_
         print(f"\nsegment upload lag (settled → in S3): {[round(x * 1000) for x in lags]} ms; "
               f"worst frame lateness {worst * 1000:.1f} ms; CPU per segment PUT "
               f"{reg.uploads.stats.put_cpu_seconds / max(1, reg.uploads.stats.segments) * 1000:.2f} ms")
-    assert len(lags) == 4 and max(lags) < 0.5
+    assert len(lags) == 4 and max(lags) < 1.5  # each up within a segment and a half: during the call (measured ~80 ms)
     assert u.done == 4 * seg  # the partial fifth waits for the hang-up
     assert check_segments_match_masters(bucket, call, 4 * seg) == 4
     state = json.loads((call.recorder.files.folder / STATE_FILE).read_text())
@@ -182,7 +182,7 @@ async def test_s3_paused_mid_call_the_backlog_waits_on_disk_and_drains_in_order_
               f"drained {backlog_s:.0f} s in {drained:.1f} s after S3 came back; worst frame lateness "
               f"{worst * 1000:.1f} ms; failures {u.failures or reg.uploads.stats.failures}")
     assert rss1 - rss0 < 8e6  # 120 s of stereo is 3.8 MB of segments: none of it held
-    assert worst < 0.1  # the event loop never waited for S3
+    assert worst < 0.5  # the event loop never waited for S3 (a wait would cost its 2 s request timeout)
     n = check_segments_match_masters(bucket, call, u.done)
     assert n == u.done // seg
     await reg.finish(call, EndReason.CALLER_HUNG_UP)

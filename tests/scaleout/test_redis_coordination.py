@@ -55,11 +55,13 @@ async def test_one_owner_at_a_time_and_a_dead_hosts_call_is_claimed_within_ttl_p
 
     await die(a)
     died = time.monotonic()
+    left = redis.Redis.from_url(a.url).pttl(a._k("hb", "host-a")) / 1000  # the heartbeat's life at the death
+    assert 0 < left <= FAST.heartbeat_ttl_s
     await orphans.wait(timeout=FAST.heartbeat_ttl_s + FAST.sweep_s * 4)
     sid, epoch, at = orphans.got[0]
     assert (sid, epoch) == (SID, 2)
-    # The heartbeat was renewed at most one beat before the death; it expires a TTL later, then a sweep.
-    assert FAST.heartbeat_ttl_s - FAST.beat_s - 0.1 <= at - died <= FAST.heartbeat_ttl_s + FAST.sweep_s * 4
+    # Not before the heartbeat expires; then within a few sweeps.
+    assert left - 0.05 <= at - died <= left + FAST.sweep_s * 4 + 0.3
     assert not a.still_owner(SID, 1) and a.epoch_of(SID) == 2
     # finished (on_orphan said done) and released: the release follows the callback's return
     deadline = time.monotonic() + 2.0
@@ -202,7 +204,7 @@ async def test_while_redis_does_not_answer_calls_go_on_new_ones_are_refused_and_
         with pytest.raises(CoordinationUnavailable):
             a.live_count()
     after = (time.perf_counter() - t0) / 100
-    assert first <= FAST.op_timeout_s + 0.15, "one short timeout"
+    assert first < 2 * FAST.op_timeout_s, "one short timeout, not two (no retry)"
     assert after < 0.005, "then the breaker answers at once (no network)"
     # The call in progress: still live here, its format known, and it can finish and let go.
     assert a.is_live(SID) and a.format_token(SID) == token and a.get_format(SID) == FormatChoice("ogg")

@@ -91,7 +91,7 @@ class GoodCall:
     sample, and that the call ended normally.
     """
 
-    def __init__(self, server, seconds: float = 3.0, speed: float = 2.0, seed: int | None = None,
+    def __init__(self, server, seconds: float = 3.0, speed: float = 1.0, seed: int | None = None,
                  auth_token: str | None = None, **cfg) -> None:
         self.server = server
         self.sid = new_sid()

@@ -28,7 +28,7 @@ from tests.support.sockets import LOCALHOST, free_port
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def open_local(url: str, timeout: float = 30):
+def open_local(url: str | urllib.request.Request, timeout: float = 30):
     """urllib's urlopen for a server on this machine (no proxy)."""
     return _LOCAL.open(url, timeout=timeout)
 
@@ -147,6 +147,19 @@ class Server:
                 pass
         else:
             self.proc.kill()
+
+    def wait_live(self, sid: str, timeout: float = 15.0, **headers: str) -> None:
+        """Until GET /calls/<sid> shows the call live: started here, whatever the caller's start-up cost."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open_local(urllib.request.Request(f"{self.base}/calls/{sid}", headers=headers), timeout=5) as r:
+                    if json.loads(r.read()).get("state") == "live":
+                        return
+            except (OSError, ValueError, http.client.HTTPException):
+                pass  # 404 until the call starts
+            time.sleep(0.05)
+        raise AssertionError(f"call {sid} never showed as live")
 
     # -- its outputs
 

@@ -94,8 +94,10 @@ async def stream_turns(audio: np.ndarray, stt, settings, name: str = "", lead_s:
     return out
 
 
-async def count_cutoffs(stt, settings, files: list[Path] | None = None) -> list[StreamResult]:
-    return [await stream_turns(telephone(f), stt, settings, f.name) for f in (files or speech_files())]
+async def count_cutoffs(stt, settings, files: list[Path] | None = None,
+                       max_hold_ms: int | None = None) -> list[StreamResult]:
+    return [await stream_turns(telephone(f), stt, settings, f.name, max_hold_ms=max_hold_ms)
+            for f in (files or speech_files())]
 
 
 def rule_settings(**overrides):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cancellation import RECANCEL_S, cancel_and_wait, within
+from app.cancellation import cancel_and_wait, within
 
 APP = Path(__file__).resolve().parents[2] / "app"
 
@@ -57,7 +57,7 @@ async def test_cancel_and_wait_ends_a_task_that_swallowed_its_first_cancel():
     started = loop.time()
     assert await cancel_and_wait([task, None], limit_s=5)
     assert task.cancelled() and swallowed == 3
-    assert loop.time() - started < 5 * RECANCEL_S
+    assert loop.time() - started < 1.0  # three cancels RECANCEL_S apart, far short of limit_s
 
 
 async def test_cancel_and_wait_gives_up_after_its_limit_and_says_so(caplog):

@@ -16,7 +16,7 @@ from app.agent.tts import EspeakTTS
 from app.audio.resample import resample
 from tests.e2e.test_assistant import wait_ready
 from tests.support.paths import TESTDATA
-from tests.support.webcall import RATE, WebCallClient
+from tests.support.webcall import CHUNK, RATE, WebCallClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models]
 
@@ -123,8 +123,11 @@ async def test_barge_in_stops_the_audio_and_cuts_the_track_where_the_client_stop
     t_barge = time.monotonic() - c.t0
     await c.speak(speech(SHORT), stop=False)
     t_stop = time.monotonic() - c.t0
-    late = [t for t, _ in audio_times(c, t_barge + 0.05) if t < t_stop]
-    assert late == [], "audio kept coming after StartSpeaking"
+    # At most the one chunk the server's pacer had already sent when StartSpeaking reached it (a busy
+    # server reads it a little late); a server that went on would send the rest of the ~9 s greeting.
+    late = [(t, n) for t, n in audio_times(c, t_barge + 0.05) if t < t_stop]
+    assert sum(n for _, n in late) <= CHUNK and all(t < t_barge + 0.3 for t, _ in late), \
+        f"audio kept coming after StartSpeaking: {late}"
     await c.send("StopSpeaking")
     await asyncio.sleep(1.0)
     await c.hang_up()

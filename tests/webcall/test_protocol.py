@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.support.webcall import RATE, WebCallClient
+from tests.support.webcall import CHUNK, RATE, WebCallClient
 
 pytestmark = pytest.mark.e2e
 
@@ -149,6 +149,7 @@ async def test_greeting_turns_and_recording_on_the_speech_only_clock(server):
     await c.speak(b)
     await asyncio.sleep(0.3)
     await c.hang_up()
+    t_hung = time.monotonic() - c.t0
     out = await asyncio.to_thread(server.result, sid)
     assert out["source"] == "browser" and out["call_sid"] == sid
     assert out["audio"]["sample_rate"] == RATE  # native rate: OUTPUT_SAMPLE_RATE unset
@@ -158,13 +159,15 @@ async def test_greeting_turns_and_recording_on_the_speech_only_clock(server):
     inbound, outbound = masters(server, sid)
     # the chime is where it played (right at the start), bit-exact (PCM end to end)
     assert _find(outbound, chime) < 0.1 * RATE
-    # each burst bit-exact, where it was spoken (±150 ms), silence between, no overlap
+    # each burst bit-exact, where it was spoken (±150 ms: its first chunk ends when it arrived), silence
+    # between, no overlap
     at_a = _find(inbound, a)
     at_b = _find(inbound, b)
-    assert abs(at_a / RATE - t_a) < 0.15 and abs(at_b / RATE - t_b) < 0.15
+    first_chunk_s = CHUNK / RATE
+    assert abs(at_a / RATE - (t_a - first_chunk_s)) < 0.15 and abs(at_b / RATE - (t_b - first_chunk_s)) < 0.15
     assert at_b >= at_a + len(a)
     assert not inbound[at_a + len(a):at_b].any()
-    assert abs(out["duration_s"] - (time.monotonic() - c.t0)) < 1.0
+    assert abs(out["duration_s"] - t_hung) < 1.0
     journal = [json.loads(x) for x in (server.responses / ".calls" / sid / "journal.jsonl").read_text().splitlines()]
     params = next(e for e in journal if e["t"] == "params")
     assert params["values"] == {"lang": "en", "page": "pricing"}
