@@ -417,7 +417,7 @@ def test_at_phone_width_a_call_is_deleted_after_confirming_and_the_page_returns_
 # ---------------------------------------------------------------------------------- a live call
 def test_a_live_call_grows_on_the_page_and_turns_into_its_recording(server, browser, tmp_path):
     sid = new_sid()
-    caller = np.concatenate([CALLER, quiet(0.5), tone(1.5)])
+    caller = np.concatenate([CALLER, quiet(0.5), tone(4.0)])  # 9 s: live through a slow page load and the waits
     call = Background(SimConfig(server.base, caller, call_sid=sid, speed=1.0, tail_s=0.5, dtmf=[(2.0, "4")]))
     server.wait_live(sid)
     page = Page(browser, server.base, f"/calls/{sid}/view", wait="live")
