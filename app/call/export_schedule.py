@@ -80,6 +80,9 @@ class ExportSchedule:
     async def stop(self) -> ConversationExporter | None:
         """Stop the loop; wait for an advance in flight. Returns the exporter for finalisation."""
         self._ended = True
+        hurry = getattr(self.exporter, "hurry", None)
+        if hurry is not None:  # an encoder process: lifted now, not once the advance in flight ends on an idle core
+            hurry()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):  # cancelled on purpose: the call is over

@@ -106,6 +106,7 @@ class _Worker:
         self._idle_allowed = idle and may_leave_idle(nice)
         self._ready = False  # its reader thread runs: the encoding thread's policy is ours to set
         self._finishing = 0  # finish/export commands sent and not answered
+        self._hurried: set[str] = set()  # calls hung up whose finish is not sent yet (an advance still in flight)
         self._idle = False  # the policy set last
         env = dict(os.environ)
         env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -169,10 +170,15 @@ class _Worker:
             _resolve(fut, ok, value)
         self._lost()
 
+    def hurry(self, call: str, on: bool = True) -> None:
+        """``call`` hung up (on) or let go (off): meanwhile not idle, so what is queued before its finish runs."""
+        with self._lock:
+            (self._hurried.add if on else self._hurried.discard)(call)
+            self._set_policy()
+
     def _set_policy(self) -> None:
-        """The encoding thread's policy for the commands now queued (holding ``_lock``): one system
-        call per change. The worker's main thread is that thread: its id is the process id."""
-        idle = self._ready and self._idle_allowed and not self._finishing
+        """The encoding thread's (the worker's main thread: its id is the pid) policy, holding ``_lock``."""
+        idle = self._ready and self._idle_allowed and not self._finishing and not self._hurried
         if idle == self._idle or not self.alive:  # not alive: reaped, its pid may be another process's now
             return
         try:
@@ -270,12 +276,12 @@ class EncoderPool:
             n = worker.calls.pop(call, 0) - 1
             if n > 0:
                 worker.calls[call] = n
+        worker.hurry(call, False)
 
     def exporter(self, call: str, masters: tuple[Path, Path], out_path: Path, fmt, *, channels: int = 1,
                  sample_rate: int | None = None, mp3_kbps: int | None = None,
                  track_paths: tuple[Path, Path] | None = None) -> PooledExporter:
-        """A ``ConversationExporter`` of ``call`` living in a worker (opened there asynchronously: an
-        error opening it is raised by the first advance or by finish)."""
+        """A ``ConversationExporter`` of ``call`` in a worker (an error opening it comes with an advance or finish)."""
         params = {"masters": tuple(str(m) for m in masters), "out_path": str(out_path), "fmt": fmt.name,
                   "channels": channels, "sample_rate": sample_rate, "mp3_kbps": mp3_kbps,
                   "track_paths": tuple(str(p) for p in track_paths) if track_paths else None}
@@ -317,6 +323,10 @@ class PooledExporter:
     @property
     def worker_pid(self) -> int:
         return self._worker.pid
+
+    def hurry(self) -> None:
+        """The call hung up: its worker leaves SCHED_IDLE until the call is let go (finish or abort)."""
+        self._worker.hurry(self.call)
 
     def _opened(self, value: dict[str, Any]) -> None:
         self.settings_note = value["settings_note"]

@@ -230,3 +230,19 @@ def test_workers_exit_when_the_server_process_is_killed(tmp_path):
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(p) for p in pids)
+
+
+def test_a_hang_up_lifts_the_worker_before_the_advance_in_flight_ends(tmp_path, pool):
+    """At hang-up the export schedule awaits the advance in flight before it sends the finish. Beside two
+    CPU burners (no free core) that advance, at idle priority, could wait as long as the burners ran:
+    `hurry()` lifts the worker at once, and it stays lifted until the call is let go."""
+    m, n = masters(tmp_path, 60)
+    ex = pool.exporter("CA9", m, tmp_path / "c.mp3", FORMATS["mp3"])
+    ex.advance(n // 6)
+    assert os.sched_getscheduler(ex.worker_pid) == os.SCHED_IDLE
+    ex.hurry()
+    assert os.sched_getscheduler(ex.worker_pid) == os.SCHED_OTHER
+    ex.advance(n // 3)  # answered, and still lifted: the finish is not sent yet
+    assert os.sched_getscheduler(ex.worker_pid) == os.SCHED_OTHER
+    assert ex.finish(n) == tmp_path / "c.mp3"
+    assert os.sched_getscheduler(ex.worker_pid) == os.SCHED_IDLE  # let go: idle again
