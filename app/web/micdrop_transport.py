@@ -96,8 +96,8 @@ class MicdropTransport:
 
     async def stop(self) -> None:
         """The call is over: stop pacing (what was not sent is not sent). The flag as well as the
-        cancel: a cancel that lands as the pacer's wait completes can be lost (asyncio.wait_for on
-        Python 3.11), and the pacer must not go on waiting for a wake-up that never comes."""
+        cancel: a cancel can be lost below us (app/cancellation.py says how), and the pacer must not
+        go on waiting for a wake-up that never comes."""
         self._stopped = True
         self._wake.set()
         if self._task is not None:
